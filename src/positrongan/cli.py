@@ -1,0 +1,145 @@
+"""The ``positrongan`` command line: one sub-command per pipeline stage.
+
+Each stage lives in ``positrongan.commands.<module>`` and provides two functions:
+
+- ``add_arguments(parser)``: its own options (explicit input and output paths);
+- ``run(args, cfg)``: do the work; write outputs atomically; return nothing.
+
+The module is imported only when its command runs, so ``positrongan --help`` stays fast
+(torch and uproot are not loaded to print help). Options common to every stage (config
+sources, threads, verbosity) are added here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+from typing import Sequence
+
+from . import __version__
+from .errors import ConfigError, PositronganError
+
+# name -> (module under positrongan.commands, one-line help). Order is pipeline order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("config", "validate a config, print it resolved, or save it"),
+    "config-docs": ("config_docs", "write the Markdown documentation of every config key"),
+}
+
+log = logging.getLogger("positrongan")
+
+
+class StageConfig(dict):
+    """The config a stage received. When the caller passed only some sections (the Snakemake
+    rules pass each stage just what it depends on, so editing training keys does not rerun the
+    simulation), reading any other section is a bug in the rule, not a reason to use defaults."""
+
+    def __init__(self, data: dict, given: set[str] | None):
+        super().__init__(data)
+        self._given = given
+
+    def __getitem__(self, key):
+        if self._given is not None and key not in self._given and key not in _GLOBAL_KEYS:
+            raise ConfigError(
+                f"config section '{key}' was not passed to this stage; add it to the rule's "
+                f"cfg_json(...) sections in workflow/rules/"
+            )
+        return super().__getitem__(key)
+
+
+_GLOBAL_KEYS = {"results_dir", "seed", "device"}
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    grp = parser.add_argument_group("configuration")
+    grp.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML config file (repeatable; later files win). Without any, the schema defaults apply.",
+    )
+    grp.add_argument(
+        "--config-json",
+        metavar="JSON",
+        help="config sections as a JSON object (what the Snakemake rules pass); only these sections "
+        "may be read by the stage when no --config file is given",
+    )
+    grp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one key, e.g. --set reconstruction.iterations=20 (repeatable)",
+    )
+    grp.add_argument("--threads", type=int, default=None, help="CPU threads for numeric libraries")
+    grp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser. Only ``command``'s module is imported (for its own options).
+
+    Params:
+        command: the sub-command about to run, or None to build the top-level help only.
+    Returns:
+        The parser.
+    """
+    parser = argparse.ArgumentParser(
+        prog="positrongan",
+        description="Industrial positron-emission imaging pipeline: simulate, reconstruct, "
+        "learn (attention-memory GAN) and evaluate. Each sub-command is one stage.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subs = parser.add_subparsers(dest="command", metavar="<stage>", title="stages")
+    for name, (module, help_text) in COMMANDS.items():
+        sub = subs.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _common_options(sub)
+            _module(name).add_arguments(sub)
+    return parser
+
+
+def _module(name: str):
+    return importlib.import_module(f"positrongan.commands.{COMMANDS[name][0]}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``positrongan`` console script. Returns the exit status."""
+    from . import config as configlib
+    from .runtime import set_threads, setup_logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    setup_logging(args.verbose)
+    set_threads(args.threads)
+    try:
+        cfg = configlib.load(args.config, args.config_json, args.set)
+        given = None
+        if args.config_json and not args.config:
+            import json
+
+            given = set(json.loads(args.config_json)) | {
+                k.split(".", 1)[0] for k in (s.partition("=")[0] for s in args.set)
+            }
+        t0 = time.perf_counter()
+        _module(args.command).run(args, StageConfig(cfg, given))
+        log.info("%s finished in %.1f s", args.command, time.perf_counter() - t0)
+    except PositronganError as exc:
+        print(f"positrongan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"positrongan {args.command}: interrupted; no partial artifact was kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

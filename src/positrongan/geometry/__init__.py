@@ -1,0 +1,1 @@
+"""Geometry of the scene: the scanner ring and the tube phantom."""

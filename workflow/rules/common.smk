@@ -1,0 +1,79 @@
+# Config validation, paths and target functions shared by every rule file.
+import json
+
+from snakemake.utils import min_version, validate
+
+min_version("8.10")
+
+
+# Snakemake's own validation (fills defaults, names the key on error), then the package's,
+# which adds the cross-key rules JSON-Schema cannot express. Both read the same schema file.
+validate(config, "../schemas/config.schema.yaml")
+try:
+    from positrongan.config import validate as _pg_validate
+    from positrongan.errors import ConfigError as _ConfigError
+except ImportError as exc:
+    raise WorkflowError(
+        "the positrongan package is not importable from Snakemake's Python; "
+        "install it first: pip install -e .  (see README.md)"
+    ) from exc
+try:
+    config.update(_pg_validate(config))
+except _ConfigError as exc:
+    raise WorkflowError(f"invalid config: {exc}") from None
+
+
+RESULTS = config["results_dir"]
+SCANS = [f"scan_{i:0{max(3, len(str(config['scans']['count'] - 1)))}d}" for i in range(config["scans"]["count"])]
+METHODS = config["training"]["methods"]
+
+
+def results(*parts):
+    """A path under the results root."""
+    return "/".join([RESULTS, *parts])
+
+
+def cfg_json(*sections):
+    """The config sections a rule depends on, as JSON for `positrongan <stage> --config-json`.
+
+    Passing only these sections (as a param) means Snakemake reruns a rule exactly when a key
+    it reads changes, and the stage refuses to read a section it was not given."""
+    return json.dumps(
+        {k: config[k] for k in ("seed", "device", *sections)},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def capped_threads(n):
+    """Threads for a rule, never more than the cores given to Snakemake."""
+    return min(n, workflow.cores)
+
+
+# Each stage's rule file registers its final artifacts here: TARGETS["<stage>"] = [...].
+# `rule all` (in the Snakefile, after every include) asks for all of them.
+TARGETS = {}
+
+
+def all_targets():
+    """Every final artifact of the workflow for the current config."""
+    targets = [results("config.yaml")]
+    for paths in TARGETS.values():
+        targets.extend(paths)
+    return targets
+
+
+rule save_config:
+    output:
+        results("config.yaml"),
+    log:
+        "logs/save_config.log",
+    benchmark:
+        "benchmarks/save_config.tsv"
+    params:
+        cfg=json.dumps(config, sort_keys=True),
+    threads: 1
+    resources:
+        mem_mb=500,
+    shell:
+        "positrongan config --config-json {params.cfg:q} --out {output} > {log} 2>&1"
