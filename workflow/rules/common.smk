@@ -75,5 +75,7 @@ rule save_config:
     threads: 1
     resources:
         mem_mb=500,
+    conda:
+        "../../envs/sim.yaml"
     shell:
         "positrongan config --config-json {params.cfg:q} --out {output} > {log} 2>&1"
