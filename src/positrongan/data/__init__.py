@@ -1,0 +1,1 @@
+"""Datasets: positron image slices and the CT corpus (DeepLesion, DICOM, synthetic)."""

@@ -1,0 +1,56 @@
+"""The attention memory of positron features (paper eq. 6).
+
+The CT latent z is the query, the memory vectors y_s (one per training positron image) are
+the keys and values: score(z, y_s) = z^T W_a y_s, a = softmax_s(score), c = sum_s a_s y_s.
+The generator receives [z; c] (plus noise). W_a is learned jointly with G and D; the memory
+can be made trainable too.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AttentionMemory(nn.Module):
+    """Global (Luong "general") attention over a fixed set of memory vectors.
+
+    Params:
+        latent_dim: dimension d of the query z.
+        memory: (M, k) memory vectors y_s. They are whitened per dimension (divided by the
+            standard deviation over the memory) so the scores start on a unit scale whatever
+            the PCA coefficients' range.
+        trainable: make the (whitened) memory a parameter.
+    """
+
+    def __init__(self, latent_dim: int, memory: torch.Tensor, trainable: bool = False):
+        super().__init__()
+        memory = torch.as_tensor(memory, dtype=torch.float32)
+        if memory.ndim != 2 or memory.shape[0] < 1:
+            raise ValueError(f"memory must be (M, k) with M >= 1, got {tuple(memory.shape)}")
+        scale = memory.std(dim=0, unbiased=False).clamp_min(1e-8) if memory.shape[0] > 1 else memory.abs().clamp_min(1e-8)
+        whitened = memory / scale
+        if trainable:
+            self.memory = nn.Parameter(whitened)
+        else:
+            self.register_buffer("memory", whitened)
+        self.latent_dim = latent_dim
+        self.feature_dim = memory.shape[1]
+        # Small initial W_a: attention starts near uniform and sharpens as training needs.
+        self.w_a = nn.Parameter(torch.randn(latent_dim, self.feature_dim) / (latent_dim * self.feature_dim) ** 0.5)
+
+    @property
+    def out_dim(self) -> int:
+        """Dimension of [z; c]."""
+        return self.latent_dim + self.feature_dim
+
+    def attention(self, z: torch.Tensor) -> torch.Tensor:
+        """Attention weights a (B, M) of queries z (B, d); each row sums to one."""
+        scores = z @ self.w_a @ self.memory.T
+        return torch.softmax(scores, dim=1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Params: z (B, d). Returns: ([z; c] (B, d + k), attention weights (B, M))."""
+        a = self.attention(z)
+        c = a @ self.memory
+        return torch.cat([z, c], dim=1), a

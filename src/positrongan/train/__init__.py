@@ -1,0 +1,1 @@
+"""Training loops (CT VAE, GAN, baselines) with checkpoints, resume and loss logs."""
