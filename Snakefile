@@ -5,7 +5,14 @@
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+include: "workflow/rules/config.smk"
+include: "workflow/rules/reconstruct.smk"
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

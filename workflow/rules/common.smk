@@ -50,7 +50,7 @@ def capped_threads(n):
     return min(n, workflow.cores)
 
 
-# Each stage's rule file registers its final artifacts here: TARGETS["<stage>"] = [...].
+# Each stage registers its final artifacts here, as TARGETS["<stage>"] = [...];
 # `rule all` (in the Snakefile, after every include) asks for all of them.
 TARGETS = {}
 
@@ -61,21 +61,3 @@ def all_targets():
     for paths in TARGETS.values():
         targets.extend(paths)
     return targets
-
-
-rule save_config:
-    output:
-        results("config.yaml"),
-    log:
-        "logs/save_config.log",
-    benchmark:
-        "benchmarks/save_config.tsv"
-    params:
-        cfg=json.dumps(config, sort_keys=True),
-    threads: 1
-    resources:
-        mem_mb=500,
-    conda:
-        "../../envs/sim.yaml"
-    shell:
-        "positrongan config --config-json {params.cfg:q} --out {output} > {log} 2>&1"

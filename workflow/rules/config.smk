@@ -1,0 +1,19 @@
+# The resolved config, saved next to the results (every key, defaults filled in).
+
+
+rule save_config:
+    output:
+        results("config.yaml"),
+    log:
+        "logs/save_config.log",
+    benchmark:
+        "benchmarks/save_config.tsv"
+    params:
+        cfg=json.dumps(config, sort_keys=True),
+    threads: 1
+    resources:
+        mem_mb=500,
+    conda:
+        "../../envs/sim.yaml"
+    shell:
+        "positrongan config --config-json {params.cfg:q} --out {output} > {log} 2>&1"
