@@ -10,8 +10,12 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/config.smk"
+include: "workflow/rules/simulate.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/ct.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 
 

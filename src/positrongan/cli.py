@@ -26,6 +26,17 @@ from .errors import ConfigError, PositronganError
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("config", "validate a config, print it resolved, or save it"),
     "config-docs": ("config_docs", "write the Markdown documentation of every config key"),
+    "simulate": ("simulate", "Monte Carlo of one scan: ROOT singles/coincidences, JSON, truth maps"),
+    "system-model": ("system_model", "build the ring's sparse system matrix (once per geometry and grid)"),
+    "reconstruct": ("reconstruct", "MLEM/OSEM reconstruction of one scan, with preview PNG and DICOM series"),
+    "build-dataset": ("build_dataset", "2D positron image dataset (slices + truth, split by scan)"),
+    "make-ct-corpus": ("make_ct_corpus", "write the synthetic body-CT corpus in the DeepLesion layout"),
+    "train-vae": ("train_vae", "train the CT VAE prior on the CT corpus (checkpoint, resume)"),
+    "encode-ct": ("encode_ct", "encode every CT slice with the VAE: latents.npz (mu, logvar, names)"),
+    "extract-features": ("extract_features", "PCA/PCANet features of the training positron images (the memory)"),
+    "train": ("train", "train the attention-memory GAN (ours) or a baseline (vae, dcgan, wgan_gp)"),
+    "sample": ("sample", "draw evaluation samples from a trained generator"),
+    "evaluate": ("evaluate", "score every method's samples against held-out real images: metrics, table, grid"),
 }
 
 log = logging.getLogger("positrongan")

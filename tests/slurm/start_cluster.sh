@@ -6,9 +6,10 @@
 # first, or pass --install to let this script do it.
 #
 # Everything the cluster writes (slurm.conf, state, daemon logs, pid files) lives under
-# $POSITRONGAN_SLURM_DIR (default /var/tmp/positrongan-slurm); /etc/slurm is left alone, so a
-# machine's own SLURM config is never overwritten. Clients find the cluster through SLURM_CONF:
-#     export SLURM_CONF=/var/tmp/positrongan-slurm/slurm.conf
+# $POSITRONGAN_SLURM_DIR (default /var/tmp/positrongan-slurm). /etc/slurm/slurm.conf becomes a
+# symlink to its slurm.conf: the Snakemake job step runs `srun` with every SLURM_* variable
+# (SLURM_CONF included) removed, so clients must find the config at its default path. A real
+# /etc/slurm/slurm.conf (not our symlink) is never replaced: the script stops instead.
 #
 # Accounting: none (no slurmdbd). Job status comes from squeue, which lists finished jobs for
 # MinJobAge (600 s here); the Snakemake profile is told so with --slurm-status-command squeue.
@@ -23,7 +24,7 @@ fi
 
 STATE="${POSITRONGAN_SLURM_DIR:-/var/tmp/positrongan-slurm}"
 CONF="$STATE/slurm.conf"
-export SLURM_CONF="$CONF"
+ETC_CONF=/etc/slurm/slurm.conf
 
 for exe in munged slurmctld slurmd sinfo sbatch squeue scontrol; do
     command -v "$exe" >/dev/null || {
@@ -37,6 +38,12 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 mkdir -p "$STATE"/ctld "$STATE"/d "$STATE"/log
+if [[ -e "$ETC_CONF" || -L "$ETC_CONF" ]] && [[ "$(readlink -f "$ETC_CONF")" != "$(readlink -f "$CONF")" ]]; then
+    echo "start_cluster.sh: $ETC_CONF exists and is not this test cluster's; not touching it" >&2
+    exit 1
+fi
+mkdir -p /etc/slurm
+ln -sfn "$CONF" "$ETC_CONF"
 
 # --- munge: the authentication daemon every SLURM command talks to --------------------------
 if [[ ! -s /etc/munge/munge.key ]]; then
@@ -110,7 +117,10 @@ SelectTypeParameters=CR_Core_Memory
 MinJobAge=600
 ReturnToService=2
 SlurmdTimeout=60
-NodeName=$NODE NodeAddr=127.0.0.1 $CPU_LAYOUT RealMemory=$MEM State=UNKNOWN
+# One GPU-type GRES backed by /dev/null (no real GPU): jobs that ask for --gpus=1 (the profile's training
+# rules) are scheduled and run here, on the CPU (device: auto), as they would on a GPU node.
+GresTypes=gpu
+NodeName=$NODE NodeAddr=127.0.0.1 $CPU_LAYOUT RealMemory=$MEM Gres=gpu:1 State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 CONF
 )"
@@ -118,18 +128,24 @@ CONF
 # A pid file names a live process (not a zombie awaiting its reaper).
 alive() { [[ -s "$1" ]] && [[ "$(ps -o stat= -p "$(cat "$1")" 2>/dev/null)" == [^Z]* ]]; }
 
-if [[ ! -f "$CONF" ]] || [[ "$(cat "$CONF")" != "$NEW_CONF" ]]; then
+GRES_CONF="$STATE/gres.conf"
+# slurmd only counts a gpu GRES that names a device file; /dev/null stands in for one.
+NEW_GRES="NodeName=$NODE Name=gpu File=/dev/null"
+
+if [[ "$(cat "$CONF" 2>/dev/null)" != "$NEW_CONF" || "$(cat "$GRES_CONF" 2>/dev/null)" != "$NEW_GRES" ]]; then
     # A changed config needs fresh daemons.
     if alive "$STATE/slurmctld.pid" || alive "$STATE/slurmd.pid"; then
         scontrol shutdown >/dev/null 2>&1 || true
         for _ in $(seq 100); do alive "$STATE/slurmctld.pid" || alive "$STATE/slurmd.pid" || break; sleep 0.1; done
     fi
     printf '%s\n' "$NEW_CONF" >"$CONF"
+    printf '%s\n' "$NEW_GRES" >"$GRES_CONF"
 fi
 
-alive "$STATE/slurmctld.pid" || slurmctld -f "$CONF"
+# Daemons read gres.conf next to $SLURM_CONF, so point it at our directory.
+alive "$STATE/slurmctld.pid" || SLURM_CONF="$CONF" slurmctld
 for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.1; done
-alive "$STATE/slurmd.pid" || slurmd -f "$CONF"
+alive "$STATE/slurmd.pid" || SLURM_CONF="$CONF" slurmd
 
 state=""
 for _ in $(seq 120); do
@@ -147,4 +163,4 @@ if [[ "$state" != idle && "$state" != mixed && "$state" != allocated ]]; then
     exit 1
 fi
 echo "SLURM cluster up: node $NODE ($CPU_LAYOUT RealMemory=${MEM}M) state=$state"
-echo "export SLURM_CONF=$CONF"
+echo "config: $ETC_CONF -> $CONF; daemon logs: $STATE/log/"

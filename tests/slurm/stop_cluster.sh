@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Stop the cluster started by start_cluster.sh: slurmctld and slurmd (through `scontrol shutdown`,
 # then by their pid files) and the munged it started. --purge also deletes the cluster's state
-# directory ($POSITRONGAN_SLURM_DIR, default /var/tmp/positrongan-slurm).
+# directory ($POSITRONGAN_SLURM_DIR, default /var/tmp/positrongan-slurm) and the
+# /etc/slurm/slurm.conf symlink to it.
 set -uo pipefail
 
 STATE="${POSITRONGAN_SLURM_DIR:-/var/tmp/positrongan-slurm}"
 export SLURM_CONF="$STATE/slurm.conf"
+ETC_CONF=/etc/slurm/slurm.conf
 
 # A pid file names a live process (not a zombie awaiting its reaper).
 alive() { [[ -s "$1" ]] && [[ "$(ps -o stat= -p "$(cat "$1")" 2>/dev/null)" == [^Z]* ]]; }
@@ -25,6 +27,8 @@ if [[ -f "$STATE/munged.started" ]] && alive /run/munge/munged.pid; then
 fi
 
 if [[ "${1:-}" == "--purge" ]]; then
+    # The /etc/slurm/slurm.conf symlink goes too, but only if it points at our config.
+    if [[ -L "$ETC_CONF" && "$(readlink "$ETC_CONF")" == "$STATE/slurm.conf" ]]; then rm -f "$ETC_CONF"; fi
     rm -rf "$STATE"
 fi
 echo "SLURM cluster stopped"

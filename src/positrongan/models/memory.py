@@ -28,7 +28,8 @@ class AttentionMemory(nn.Module):
         memory = torch.as_tensor(memory, dtype=torch.float32)
         if memory.ndim != 2 or memory.shape[0] < 1:
             raise ValueError(f"memory must be (M, k) with M >= 1, got {tuple(memory.shape)}")
-        scale = memory.std(dim=0, unbiased=False).clamp_min(1e-8) if memory.shape[0] > 1 else memory.abs().clamp_min(1e-8)
+        scale = memory.std(dim=0, unbiased=False) if memory.shape[0] > 1 else torch.ones(memory.shape[1])
+        scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))  # constant dims stay as they are
         whitened = memory / scale
         if trainable:
             self.memory = nn.Parameter(whitened)

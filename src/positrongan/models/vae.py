@@ -135,6 +135,32 @@ def vae_loss(
     return rec + beta * kl, rec, kl
 
 
+@torch.no_grad()
+def encode_images(model: ConvVAE, images, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode many images in batches (eval mode, no sampling).
+
+    Params:
+        model: a ConvVAE.
+        images: (N, S, S) or (N, 1, S, S) array or tensor in [-1, 1].
+        batch_size: images per forward pass.
+    Returns:
+        (mu, logvar), each (N, latent_dim) float32 on the CPU.
+    """
+    x = torch.as_tensor(images, dtype=torch.float32)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    mus, logvars = [], []
+    for i in range(0, x.shape[0], batch_size):
+        mu, logvar = model.encode(x[i : i + batch_size].to(device))
+        mus.append(mu.cpu())
+        logvars.append(logvar.cpu())
+    model.train(was_training)
+    return torch.cat(mus), torch.cat(logvars)
+
+
 def save_vae(model: ConvVAE, path: str | Path) -> None:
     """Write ``{"state_dict", "hparams"}`` atomically (the contract's ``vae/model.pt``)."""
     from ..io import atomic_path

@@ -1,0 +1,45 @@
+"""``positrongan evaluate``: score every method's samples against the held-out real images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..config import derived_seed
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, metavar="NPZ", help="dataset/positron.npz (real images and split)")
+    parser.add_argument(
+        "--samples", required=True, nargs="+", metavar="NPZ", help="samples/{method}.npz, one per training.methods"
+    )
+    parser.add_argument(
+        "--metrics", required=True, metavar="CSV", help="output: one row per method and the real reference"
+    )
+    parser.add_argument(
+        "--table", required=True, metavar="MD", help="output: Markdown table shaped like the paper's Table 1"
+    )
+    parser.add_argument(
+        "--grid", required=True, metavar="PNG", help="output: real test images beside every method's samples"
+    )
+
+
+def run(args: argparse.Namespace, cfg: dict) -> None:
+    from ..report.evaluation import run_evaluation
+    from ..runtime import torch_device
+
+    ev = cfg["evaluation"]
+    methods = list(cfg["training"]["methods"])
+    run_evaluation(
+        dataset=args.dataset,
+        samples=args.samples,
+        methods=methods,
+        ev=ev,
+        device=torch_device(cfg["device"]),
+        seed=lambda *keys: derived_seed(cfg, "evaluate", *keys),
+        metrics_csv=args.metrics,
+        table_md=args.table,
+        grid_png=args.grid,
+    )

@@ -1,0 +1,355 @@
+"""The "anisotropic" aluminium tube phantom filled with F-18 in water, and its defects.
+
+Geometry (DESIGN.md §4). The tube is a pipe section along the scanner axis z, centred, with
+open ends. In the tube's local frame (the bend removed and the section rotated by ``psi``):
+- the outer surface is an ellipse with semi-axes (a, b): along azimuth phi its radius is
+  r_out(phi) = a b / sqrt((b cos phi)^2 + (a sin phi)^2);
+- the wall is thicker on one side: t(phi) = t0 (1 + v cos(phi - phi0)), r_in = r_out - t;
+- the axis bends in a circular arc of sagitta s (parabolic approximation, s << length) in
+  direction beta: the section centre sits at s (1 - (2 z / L)^2) (cos beta, sin beta).
+
+Defects, drawn per scan from its seed:
+- crack (label 1): a radial slit of constant width w through the whole wall, extent l along z;
+  the fluid fills it (activity, water attenuation);
+- pit (label 2): wall loss from the inside, a ball of radius R centred on the inner surface,
+  cut at depth f t(phi); the fluid fills it;
+- blockage (label 3): a deposit growing from the wall into the lumen, an ellipsoid of section
+  radius R and length l; no activity, attenuating (``deposit_material``);
+- bubble (label 4): a gas ball in the fluid; no activity, (almost) no attenuation.
+
+Material ids used everywhere: 0 air, 1 fluid (water + F-18), 2 aluminium, 3 deposit, 4 gas.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+AIR, FLUID, WALL, DEPOSIT, GAS = 0, 1, 2, 3, 4
+DEFECT_LABELS = {"crack": 1, "pit": 2, "blockage": 3, "bubble": 4}
+
+
+@dataclass(frozen=True)
+class Defect:
+    """One defect as drawn. Angles in radians (local frame), lengths in mm.
+
+    Attributes:
+        type: crack, pit, blockage or bubble.
+        centre_mm: (x, y, z) of its centre in scanner coordinates.
+        size: its sizes (crack: width_mm, length_mm; pit: radius_mm, depth_fraction, depth_mm;
+            blockage: radius_mm, length_mm; bubble: radius_mm).
+        phi: azimuth in the tube's local frame (cracks, pits, blockages).
+        local_centre: (u, v, z) centre in the local frame.
+    """
+
+    type: str
+    centre_mm: tuple[float, float, float]
+    size: dict
+    phi: float = 0.0
+    local_centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["label"] = DEFECT_LABELS[self.type]
+        return d
+
+
+@dataclass
+class TubePhantom:
+    """The tube and its defects; classifies points into materials and defect labels.
+
+    Attributes mirror the module docstring; build one with :meth:`draw`.
+    """
+
+    length_mm: float
+    a_mm: float
+    b_mm: float
+    wall_mm: float
+    wall_variation: float
+    wall_phase: float
+    psi: float
+    bend_mm: float
+    bend_direction: float
+    deposit_material: str
+    defects: list[Defect] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._c0, self._s0 = math.cos(self.wall_phase), math.sin(self.wall_phase)
+
+    # ---- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def draw(cls, phantom_cfg: Mapping, rng: np.random.Generator) -> "TubePhantom":
+        """Draw a tube shape and its defects from the ``phantom`` config section.
+
+        Params:
+            phantom_cfg: the ``phantom`` section.
+            rng: a Generator seeded for this scan.
+        Returns:
+            The phantom.
+        """
+        a, b = phantom_cfg["outer_semi_axes_mm"]
+        tube = cls(
+            length_mm=float(phantom_cfg["length_mm"]),
+            a_mm=float(a),
+            b_mm=float(b),
+            wall_mm=float(phantom_cfg["wall_thickness_mm"]),
+            wall_variation=float(phantom_cfg["wall_variation"]),
+            wall_phase=float(rng.uniform(0, 2 * math.pi)),
+            psi=float(rng.uniform(0, math.pi)),
+            bend_mm=float(rng.uniform(*phantom_cfg["bend_mm"])),
+            bend_direction=float(rng.uniform(0, 2 * math.pi)),
+            deposit_material=phantom_cfg["deposit_material"],
+        )
+        if tube.r_in(np.linspace(0, 2 * np.pi, 721)).min() <= 1.0:
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                "config keys 'phantom.wall_thickness_mm' / 'phantom.wall_variation' leave no lumen inside "
+                f"'phantom.outer_semi_axes_mm' = {[a, b]}; make the wall thinner"
+            )
+        d = phantom_cfg["defects"]
+        for kind, spec in (("crack", d["cracks"]), ("pit", d["pits"]), ("blockage", d["blockages"]), ("bubble", d["bubbles"])):
+            n = int(rng.integers(spec["count"][0], spec["count"][1] + 1))
+            for _ in range(n):
+                tube.defects.append(tube._draw_defect(kind, spec, rng))
+        return tube
+
+    def _draw_defect(self, kind: str, spec: Mapping, rng: np.random.Generator) -> Defect:
+        half = self.length_mm / 2
+        phi = float(rng.uniform(0, 2 * math.pi))
+        rin = float(self.r_in(np.array(phi)))
+        rout = float(self.r_out(np.array(phi)))
+        if kind == "crack":
+            w, ln = float(rng.uniform(*spec["width_mm"])), float(rng.uniform(*spec["length_mm"]))
+            z = float(rng.uniform(-half + ln / 2, half - ln / 2)) if ln < self.length_mm else 0.0
+            r = (rin + rout) / 2
+            local = (r * math.cos(phi), r * math.sin(phi), z)
+            size = {"width_mm": w, "length_mm": ln}
+        elif kind == "pit":
+            rad, f = float(rng.uniform(*spec["radius_mm"])), float(rng.uniform(*spec["depth_fraction"]))
+            z = float(rng.uniform(-half + rad, half - rad))
+            local = (rin * math.cos(phi), rin * math.sin(phi), z)
+            size = {"radius_mm": rad, "depth_fraction": f, "depth_mm": f * (rout - rin)}
+        elif kind == "blockage":
+            rad, ln = float(rng.uniform(*spec["radius_mm"])), float(rng.uniform(*spec["length_mm"]))
+            rad = min(rad, 0.9 * float(self.r_in(np.linspace(0, 2 * np.pi, 361)).min()))
+            z = float(rng.uniform(-half + ln / 2, half - ln / 2)) if ln < self.length_mm else 0.0
+            rc = max(rin - rad, 0.0)  # grows from the wall inwards
+            local = (rc * math.cos(phi), rc * math.sin(phi), z)
+            size = {"radius_mm": rad, "length_mm": ln}
+        else:  # bubble: anywhere in the lumen, wholly inside it
+            rad = float(rng.uniform(*spec["radius_mm"]))
+            rmin = float(self.r_in(np.linspace(0, 2 * np.pi, 361)).min())
+            rad = min(rad, 0.9 * rmin)
+            rc = float(rng.uniform(0, max(rmin - rad, 0.0)))
+            z = float(rng.uniform(-half + rad, half - rad))
+            local = (rc * math.cos(phi), rc * math.sin(phi), z)
+            size = {"radius_mm": rad}
+        centre = self.to_global(np.array([local[0]]), np.array([local[1]]), np.array([local[2]]))
+        return Defect(kind, tuple(float(c[0]) for c in centre), size, phi, local)
+
+    # ---- shape -------------------------------------------------------------------------------
+
+    def r_out(self, phi: np.ndarray) -> np.ndarray:
+        """Outer radius (mm) along local azimuth phi."""
+        return self.a_mm * self.b_mm / np.sqrt((self.b_mm * np.cos(phi)) ** 2 + (self.a_mm * np.sin(phi)) ** 2)
+
+    def wall(self, phi: np.ndarray) -> np.ndarray:
+        """Wall thickness (mm) along local azimuth phi (t0 (1 + v cos(phi - phi0)))."""
+        return self.wall_mm * (1.0 + self.wall_variation * np.cos(phi - self.wall_phase))
+
+    def r_in(self, phi: np.ndarray) -> np.ndarray:
+        """Inner radius (mm) along local azimuth phi."""
+        return self.r_out(phi) - self.wall(phi)
+
+    def axis_offset(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(dx, dy) of the section centre at height z (mm)."""
+        zz = np.clip(2.0 * np.asarray(z) / self.length_mm, -1.0, 1.0)
+        s = self.bend_mm * (1.0 - zz * zz)
+        return s * math.cos(self.bend_direction), s * math.sin(self.bend_direction)
+
+    def to_local(self, x, y, z) -> tuple[np.ndarray, np.ndarray]:
+        """Scanner (x, y, z) -> local section coordinates (u, v)."""
+        dx, dy = self.axis_offset(z)
+        xl, yl = x - dx, y - dy
+        c, s = math.cos(self.psi), math.sin(self.psi)
+        return xl * c + yl * s, -xl * s + yl * c
+
+    def to_global(self, u, v, z) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Local (u, v, z) -> scanner (x, y, z)."""
+        c, s = math.cos(self.psi), math.sin(self.psi)
+        dx, dy = self.axis_offset(z)
+        return u * c - v * s + dx, u * s + v * c + dy, np.asarray(z, dtype=np.float64)
+
+    @property
+    def bounding_radius_mm(self) -> float:
+        """Radius of a z-cylinder that contains the whole tube (for transport)."""
+        return max(self.a_mm, self.b_mm) + abs(self.bend_mm) + 1.0
+
+    @property
+    def materials(self) -> list[str]:
+        """Material names by id (for :class:`positrongan.simulate.materials.MaterialTable`)."""
+        return ["Air", "Water", "Al", self.deposit_material, "Air"]
+
+    # ---- classification ---------------------------------------------------------------------
+
+    def classify_local(self, u: np.ndarray, v: np.ndarray, z: np.ndarray, labels: bool = False):
+        """Material id (and optionally defect label) of points in local coordinates.
+
+        Params:
+            u, v, z: local coordinates (mm), same shape.
+            labels: also return the defect label map.
+        Returns:
+            material (uint8), and the label array (uint8) when ``labels``.
+        """
+        r2 = u * u + v * v
+        r = np.sqrt(r2)
+        a, b = self.a_mm, self.b_mm
+        # Along the ray through (u, v): r_out = a b r / sqrt(b^2 u^2 + a^2 v^2); no trigonometry.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rout = np.where(r2 > 0, a * b * r / np.sqrt(b * b * u * u + a * a * v * v), min(a, b))
+            cos_dphi = np.where(r2 > 0, (u * self._c0 + v * self._s0) / r, 1.0)
+        t = self.wall_mm * (1.0 + self.wall_variation * cos_dphi)
+        rin = rout - t
+        inside_z = np.abs(z) <= self.length_mm / 2
+        mat = np.zeros(r.shape, dtype=np.uint8)
+        lumen = inside_z & (r < rin)
+        wall = inside_z & (r >= rin) & (r <= rout)
+        mat[lumen] = FLUID
+        mat[wall] = WALL
+        lab = np.zeros(r.shape, dtype=np.uint8) if labels else None
+        for d in self.defects:
+            cu, cv, cz = d.local_centre
+            if d.type == "crack":
+                # A slit of constant width: distance to the radial half-plane at azimuth phi.
+                cp, sp = math.cos(d.phi), math.sin(d.phi)
+                perp = np.abs(u * sp - v * cp)
+                ahead = u * cp + v * sp > 0
+                hit = wall & ahead & (np.abs(z - cz) <= d.size["length_mm"] / 2) & (perp <= d.size["width_mm"] / 2)
+                mat[hit] = FLUID
+            elif d.type == "pit":
+                rad = d.size["radius_mm"]
+                near = (u - cu) ** 2 + (v - cv) ** 2 + (z - cz) ** 2 <= rad * rad
+                hit = wall & near & (r - rin <= d.size["depth_fraction"] * t)
+                mat[hit] = FLUID
+            elif d.type == "blockage":
+                rad, half = d.size["radius_mm"], d.size["length_mm"] / 2
+                hit = lumen & (((u - cu) ** 2 + (v - cv) ** 2) / (rad * rad) + ((z - cz) / half) ** 2 <= 1.0)
+                mat[hit] = DEPOSIT
+            else:
+                rad = d.size["radius_mm"]
+                hit = lumen & ((u - cu) ** 2 + (v - cv) ** 2 + (z - cz) ** 2 <= rad * rad)
+                mat[hit] = GAS
+            if labels:
+                lab[hit] = DEFECT_LABELS[d.type]
+        return (mat, lab) if labels else mat
+
+    def classify(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, labels: bool = False):
+        """Material id (and optionally defect label) of points in scanner coordinates (mm)."""
+        u, v = self.to_local(x, y, z)
+        return self.classify_local(u, v, z, labels)
+
+    def sample_fluid(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n points (n, 3) uniformly distributed in the fluid (cracks and pits included).
+
+        Rejection sampling in the local bounding box of the section, then mapped to scanner
+        coordinates; the local map is a rigid motion per z, so uniformity is preserved.
+        """
+        out = np.empty((n, 3))
+        got = 0
+        half = self.length_mm / 2
+        while got < n:
+            m = int((n - got) * 1.8) + 64
+            u = rng.uniform(-self.a_mm, self.a_mm, m)
+            v = rng.uniform(-self.b_mm, self.b_mm, m)
+            z = rng.uniform(-half, half, m)
+            ok = self.classify_local(u, v, z) == FLUID
+            k = min(int(ok.sum()), n - got)
+            x, y, zz = self.to_global(u[ok][:k], v[ok][:k], z[ok][:k])
+            out[got : got + k, 0], out[got : got + k, 1], out[got : got + k, 2] = x, y, zz
+            got += k
+        return out
+
+    def describe(self) -> dict:
+        """The drawn parameters as JSON-able data (for ``sim/{scan}.json``)."""
+        return {
+            "length_mm": self.length_mm,
+            "outer_semi_axes_mm": [self.a_mm, self.b_mm],
+            "wall_thickness_mm": self.wall_mm,
+            "wall_variation": self.wall_variation,
+            "wall_phase_rad": self.wall_phase,
+            "section_rotation_rad": self.psi,
+            "bend_sagitta_mm": self.bend_mm,
+            "bend_direction_rad": self.bend_direction,
+            "deposit_material": self.deposit_material,
+            "materials": self.materials,
+        }
+
+
+def truth_maps(
+    tube: TubePhantom,
+    grid: int,
+    fov_mm: float,
+    plane_z: np.ndarray,
+    plane_mm: float,
+    mu_511: np.ndarray,
+    sub: int = 2,
+) -> dict[str, np.ndarray]:
+    """Activity, attenuation and defect-label volumes on the reconstruction grid.
+
+    Each voxel is sampled on a ``sub`` x ``sub`` x ``sub`` sub-grid: activity and mu are the
+    sub-sample means (partial volume), the label is the most frequent non-zero sub-sample label.
+
+    Params:
+        tube: the phantom.
+        grid: voxels per transaxial side.
+        fov_mm: transaxial field of view (mm).
+        plane_z: z (mm) of each plane centre.
+        plane_mm: plane spacing (mm).
+        mu_511: (5,) attenuation coefficient (1/mm) of each material id at 511 keV.
+        sub: sub-samples per axis.
+    Returns:
+        dict with ``activity``, ``mu`` (float32) and ``defects`` (uint8), each (planes, grid, grid)
+        indexed [z, y, x], plus ``voxel_mm`` and ``origin_mm`` in (z, y, x) order.
+    """
+    vox = fov_mm / grid
+    centres = -fov_mm / 2 + (np.arange(grid) + 0.5) * vox
+    offs = (np.arange(sub) + 0.5) / sub - 0.5
+    xs = (centres[:, None] + offs[None, :] * vox).ravel()  # (grid*sub,)
+    yy, xx = np.meshgrid(xs, xs, indexing="ij")
+    n_planes = len(plane_z)
+    activity = np.zeros((n_planes, grid, grid), np.float32)
+    mu = np.zeros((n_planes, grid, grid), np.float32)
+    labels = np.zeros((n_planes, grid, grid), np.uint8)
+    mu_511 = np.asarray(mu_511, dtype=np.float64)
+    for p, zc in enumerate(plane_z):
+        if abs(zc) - plane_mm / 2 > tube.length_mm / 2:
+            mu[p] = mu_511[AIR]
+            continue
+        acc_a = np.zeros((grid, grid))
+        acc_m = np.zeros((grid, grid))
+        counts = np.zeros((5, grid, grid))
+        for dz in offs * plane_mm:
+            zz = np.full(xx.shape, zc + dz)
+            mat, lab = tube.classify(xx, yy, zz, labels=True)
+            # (grid*sub, grid*sub) -> (grid, sub, grid, sub) -> per-voxel sums
+            acc_a += (mat == FLUID).reshape(grid, sub, grid, sub).sum(axis=(1, 3))
+            acc_m += mu_511[mat].reshape(grid, sub, grid, sub).sum(axis=(1, 3))
+            for k in range(1, 5):
+                counts[k] += (lab == k).reshape(grid, sub, grid, sub).sum(axis=(1, 3))
+        nsub = sub**3
+        activity[p] = acc_a / nsub
+        mu[p] = acc_m / nsub
+        best = counts[1:].argmax(axis=0) + 1
+        labels[p] = np.where(counts[1:].max(axis=0) > 0, best, 0)
+    return {
+        "activity": activity,
+        "mu": mu,
+        "defects": labels,
+        "voxel_mm": np.array([plane_mm, vox, vox], np.float32),
+        "origin_mm": np.array([plane_z[0], centres[0], centres[0]], np.float32),
+    }

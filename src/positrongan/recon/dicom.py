@@ -1,0 +1,120 @@
+"""Write a reconstructed volume as a DICOM PET image series (one file per plane) with pydicom.
+
+The series is built in a temporary folder and renamed into place (``io.atomic_dir``). Values
+are stored as uint16 with a per-slice RescaleSlope, so a viewer shows the reconstructed values
+(arbitrary units proportional to activity concentration: Units = ``CNTS``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_dir
+
+PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+
+
+def write_series(
+    volume: np.ndarray,
+    voxel_mm: np.ndarray,
+    origin_mm: np.ndarray,
+    out_dir: str | Path,
+    scan_id: str,
+    description: str,
+    uid_seed: int,
+) -> list[Path]:
+    """Write ``volume`` [z, y, x] as a PET series.
+
+    Params:
+        volume: (planes, rows, cols) float, non-negative.
+        voxel_mm: (dz, dy, dx).
+        origin_mm: (z0, y0, x0), centre of voxel [0, 0, 0].
+        out_dir: the series folder (replaced atomically).
+        scan_id: patient name/id and series description prefix.
+        description: series description (algorithm and iterations).
+        uid_seed: makes the UIDs deterministic (same input, same files).
+    Returns:
+        Paths of the written files (in their final folder).
+    """
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def uid(*parts) -> str:
+        return generate_uid(entropy_srcs=[str(uid_seed), scan_id, *map(str, parts)])
+
+    study_uid, series_uid, frame_uid = uid("study"), uid("series"), uid("frame")
+    now = _dt.datetime(2000, 1, 1) + _dt.timedelta(seconds=int(uid_seed % (10 * 365 * 86400)))
+    date, tod = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    planes, rows, cols = volume.shape
+    dz, dy, dx = (float(v) for v in voxel_mm)
+    z0, y0, x0 = (float(v) for v in origin_mm)
+    names = []
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        for p in range(planes):
+            sl = np.clip(np.nan_to_num(volume[p].astype(np.float64)), 0, None)
+            top = sl.max()
+            # The slope is stored as a DICOM decimal string; scale by exactly the stored value.
+            slope_text = f"{top / 65535.0:.9g}" if top > 0 else "1"
+            slope = float(slope_text)
+            pixels = np.clip(np.round(sl / slope), 0, 65535).astype(np.uint16)
+            sop_uid = uid("instance", p)
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = PET_IMAGE_STORAGE
+            meta.MediaStorageSOPInstanceUID = sop_uid
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+            name = f"slice_{p:04d}.dcm"
+            ds = FileDataset(name, {}, file_meta=meta, preamble=b"\0" * 128)
+            ds.SOPClassUID = PET_IMAGE_STORAGE
+            ds.SOPInstanceUID = sop_uid
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesInstanceUID = series_uid
+            ds.FrameOfReferenceUID = frame_uid
+            ds.Modality = "PT"
+            ds.PatientName = f"positrongan^{scan_id}"
+            ds.PatientID = scan_id
+            ds.PatientBirthDate = ""
+            ds.PatientSex = "O"
+            ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
+            ds.StudyTime = ds.SeriesTime = ds.ContentTime = tod
+            ds.StudyID = "1"
+            ds.AccessionNumber = ""
+            ds.ReferringPhysicianName = ""
+            ds.Manufacturer = "positrongan"
+            ds.StudyDescription = "industrial positron emission NDT (simulated)"
+            ds.SeriesDescription = f"{scan_id} {description}"[:64]
+            ds.SeriesNumber = 1
+            ds.InstanceNumber = p + 1
+            ds.ImageType = ["DERIVED", "PRIMARY"]
+            ds.Units = "CNTS"
+            ds.CorrectedImage = ["ATTN", "RAN"]
+            ds.DecayCorrection = "NONE"
+            ds.SeriesType = ["STATIC", "IMAGE"]
+            ds.PositionReferenceIndicator = ""
+            ds.PatientPosition = "HFS"
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [x0, y0, z0 + p * dz]
+            ds.SliceLocation = z0 + p * dz
+            ds.SliceThickness = dz
+            ds.PixelSpacing = [dy, dx]
+            ds.Rows, ds.Columns = rows, cols
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.BitsAllocated = 16
+            ds.BitsStored = 16
+            ds.HighBit = 15
+            ds.PixelRepresentation = 0
+            ds.RescaleSlope = slope_text
+            ds.RescaleIntercept = 0
+            ds.RescaleType = "CNTS"
+            ds.WindowCenter = f"{0.5 * top:.6g}"
+            ds.WindowWidth = f"{max(top, 1e-12):.6g}"
+            ds.PixelData = pixels.tobytes()
+            ds.save_as(tmp / name, enforce_file_format=True)
+            names.append(name)
+    return [out_dir / n for n in names]

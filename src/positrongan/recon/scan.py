@@ -1,0 +1,146 @@
+"""Reconstruct one scan: ROOT coincidences (+ truth mu-map) -> image volume and its outputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, ConfigError
+from ..geometry.scanner import Scanner
+from ..io import load_npz, save_npz
+from .attenuation import attenuation_factors, randoms_estimate
+from .lors import has_tree, read_coincidences, rebin
+from .mlem import reconstruct
+from .projector import SystemModel
+
+log = logging.getLogger(__name__)
+
+# Box (planes, views, bins) that smooths the delayed sinogram into a randoms estimate: randoms
+# vary slowly (products of singles rates), and the box keeps the estimate's total.
+RANDOMS_SMOOTHING = (3, 5, 3)
+
+
+def grid_geometry(scanner: Scanner, recon_cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel size and the centre of voxel [0, 0, 0], both (z, y, x) in mm."""
+    pix = recon_cfg["fov_mm"] / recon_cfg["grid"]
+    voxel = np.array([scanner.axial_pitch_mm / 2, pix, pix])
+    origin = np.array([float(scanner.plane_z(0)), -recon_cfg["fov_mm"] / 2 + pix / 2, -recon_cfg["fov_mm"] / 2 + pix / 2])
+    return voxel, origin
+
+
+def postfilter(image: np.ndarray, voxel_mm: np.ndarray, fwhm_mm: float) -> np.ndarray:
+    """3D Gaussian post-filter of FWHM ``fwhm_mm`` (0: the image unchanged)."""
+    if fwhm_mm <= 0:
+        return image
+    from scipy import ndimage
+
+    sigma = fwhm_mm / (2 * np.sqrt(2 * np.log(2))) / np.asarray(voxel_mm, dtype=np.float64)
+    return ndimage.gaussian_filter(image, sigma, mode="constant").astype(np.float32)
+
+
+def load_truth(path: str | Path, scanner: Scanner, recon_cfg: dict) -> dict[str, np.ndarray]:
+    """The truth maps of a scan, checked against the reconstruction grid.
+
+    Raises:
+        ArtifactError: naming the file, when it is unreadable or on another grid.
+    """
+    truth = load_npz(path, required=("activity", "mu"))
+    want = (scanner.n_planes, recon_cfg["grid"], recon_cfg["grid"])
+    for key in ("activity", "mu"):
+        if truth[key].shape != want:
+            raise ArtifactError(
+                f"{path}: '{key}' has shape {truth[key].shape}, but the reconstruction grid is {want} "
+                "(scanner.rings and reconstruction.grid must match the simulation's)"
+            )
+        if not np.isfinite(truth[key]).all():
+            raise ArtifactError(f"{path}: '{key}' holds non-finite values")
+    return truth
+
+
+def reconstruct_scan(
+    root: str | Path,
+    model: SystemModel,
+    scanner: Scanner,
+    recon_cfg: dict,
+    truth: dict[str, np.ndarray] | None,
+    device,
+) -> dict:
+    """Coincidences -> sinograms -> MLEM/OSEM image, with the corrections the config asks for.
+
+    Params:
+        root: ROOT file with a ``Coincidences`` tree (and optionally ``Delayed``).
+        model: system model of this geometry and grid.
+        scanner: geometry.
+        recon_cfg: the ``reconstruction`` section.
+        truth: truth maps (``mu`` needed for attenuation correction), or None.
+        device: torch device.
+    Returns:
+        The arrays of ``recon/{scan}.npz`` (docs/contract.md) as a dict.
+    Raises:
+        ArtifactError: unreadable input; ConfigError: attenuation correction without a mu-map.
+    """
+    maxrd = recon_cfg["max_ring_difference"]
+    c1, c2 = read_coincidences(root, scanner, "Coincidences")
+    sino, stats = rebin(c1, c2, scanner, model.geometry, maxrd)
+    log.info("prompts: %s", stats)
+    if stats["kept"] == 0:
+        raise ArtifactError(f"{root}: none of its {stats['input']} coincidences falls in the field of view")
+    delayed_sino = None
+    randoms = None
+    n_delayed = 0
+    if has_tree(root, "Delayed"):
+        d1, d2 = read_coincidences(root, scanner, "Delayed")
+        delayed_sino, dstats = rebin(d1, d2, scanner, model.geometry, maxrd)
+        n_delayed = dstats["kept"]
+        log.info("delayed: %s", dstats)
+    if recon_cfg["randoms_correction"]:
+        if delayed_sino is not None:
+            randoms = randoms_estimate(delayed_sino, RANDOMS_SMOOTHING)
+        else:
+            log.warning("%s has no Delayed tree: no randoms correction", root)
+    atten = None
+    if recon_cfg["attenuation_correction"]:
+        if truth is None:
+            raise ConfigError(
+                "config key 'reconstruction.attenuation_correction' is true but no truth mu-map was given (--truth)"
+            )
+        atten = attenuation_factors(model, truth["mu"].astype(np.float32))
+        log.info("attenuation factors: min %.3f, mean %.3f", atten.min(), atten.mean())
+    subsets = recon_cfg["subsets"] if recon_cfg["algorithm"] == "osem" else 1
+    if subsets > model.geometry.n_views:
+        raise ConfigError(
+            f"config key 'reconstruction.subsets' = {subsets}: at most {model.geometry.n_views} (the number of views)"
+        )
+    result = reconstruct(
+        model, sino, recon_cfg["iterations"], subsets, attenuation=atten, randoms=randoms, device=device
+    )
+    voxel, origin = grid_geometry(scanner, recon_cfg)
+    image = postfilter(result.image, voxel, recon_cfg["postfilter_fwhm_mm"])
+    out = {
+        "image": image,
+        "image_unfiltered": result.image,
+        "postfilter_fwhm_mm": np.float64(recon_cfg["postfilter_fwhm_mm"]),
+        "voxel_mm": voxel,
+        "origin_mm": origin,
+        "loglik": result.loglik,
+        "algorithm": np.array(recon_cfg["algorithm"]),
+        "iterations": np.int64(recon_cfg["iterations"]),
+        "subsets": np.int64(subsets),
+        "prompts": np.int64(stats["kept"]),
+        "delayed": np.int64(n_delayed),
+        "sinogram": sino,
+        "attenuation_corrected": np.bool_(atten is not None),
+        "randoms_corrected": np.bool_(randoms is not None),
+        "seconds": np.float64(result.seconds),
+        "rebin_stats": stats,
+    }
+    if delayed_sino is not None:
+        out["delayed_sinogram"] = delayed_sino
+    return out
+
+
+def save_recon(path: str | Path, arrays: dict) -> None:
+    """Write ``recon/{scan}.npz`` atomically."""
+    save_npz(path, **arrays)

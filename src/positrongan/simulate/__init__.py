@@ -1,0 +1,3 @@
+"""Monte Carlo simulation of a scan: the fast engine (``fast.py``), the GATE engine (``gate.py``),
+cross sections and interaction samplers (``materials.py``), the ROOT schema (``rootio.py``) and the
+per-scan driver (``scan.py``)."""

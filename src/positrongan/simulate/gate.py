@@ -1,0 +1,357 @@
+"""The GATE engine: the same scene in opengate 10 (Geant4), written in the same ROOT schema.
+
+Scene:
+- world of air; the tube as a voxelised ``Image`` volume built from the phantom's material map
+  (the elliptical, bent, non-uniform tube and its defects are not Geant4 solids; 0.5 mm voxels);
+- the scanner: one ``Tubs`` per ring (repeated along z, copy number = ring) holding a ``Box``
+  crystal repeated around the ring (copy number = in-ring index, azimuth 2 pi i / n), so the
+  crystal id ``ring * crystals_per_ring + index`` is read from the copy numbers;
+- the source: a ``VoxelSource`` (opengate's GenericSource restricted to an activity image),
+  the fluid map, emitting ``e+`` with the F18 spectrum when ``phantom.positron_range`` is on,
+  otherwise ``back_to_back`` 511 keV pairs with the configured acollinearity;
+- the digitizer chain: hits -> readout (energy-winner position, per crystal) -> energy blur
+  (inverse-square law) -> time blur (Gaussian) -> energy window, written to ROOT.
+
+opengate is imported only here, and only after checking the Geant4 datasets: importing it
+without them starts a ~2 GB download (DESIGN.md §4). With ``GATEONRTD=1`` the import skips
+that; the scene is then fully buildable (and tested) but cannot run.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..geometry.phantom import AIR, DEPOSIT, FLUID, GAS, WALL, TubePhantom
+from ..geometry.scanner import Scanner
+
+log = logging.getLogger(__name__)
+
+# Geant4 datasets the EM + decay physics of this scene need (opengate_core/geant4_data/<name>*).
+REQUIRED_DATA = {
+    "G4LEDATA": "G4EMLOW",
+    "G4ENSDFSTATEDATA": "G4ENSDFSTATE",
+    "G4LEVELGAMMADATA": "PhotonEvaporation",
+    "G4RADIOACTIVEDATA": "RadioactiveDecay",
+}
+G4_MATERIALS = {
+    "Air": "G4_AIR",
+    "Water": "G4_WATER",
+    "Al": "G4_Al",
+    "CaCO3": "G4_CALCIUM_CARBONATE",
+    "Fe2O3": "G4_FERRIC_OXIDE",
+    "Al2O3": "G4_ALUMINUM_OXIDE",
+}
+HOW_TO_GET_DATA = (
+    "on a machine with internet run `opengate_info` (or `python -c 'import opengate'`) once, which downloads "
+    "the Geant4 datasets (~2 GB) into opengate_core/geant4_data, and copy that folder here; or set the "
+    "G4LEDATA, G4ENSDFSTATEDATA, G4LEVELGAMMADATA and G4RADIOACTIVEDATA variables to existing dataset folders"
+)
+VOXEL_MM = 0.5
+
+
+def geant4_data_missing() -> list[str]:
+    """Names of the required Geant4 datasets that are absent (empty list: all present).
+
+    Looks at the ``G4*DATA`` environment variables first, then at opengate_core's
+    ``geant4_data`` folder, without importing opengate_core (that would start the download).
+    """
+    spec = importlib.util.find_spec("opengate_core")
+    folder = Path(spec.submodule_search_locations[0]) / "geant4_data" if spec and spec.submodule_search_locations else None
+    missing = []
+    for var, prefix in REQUIRED_DATA.items():
+        env = os.environ.get(var)
+        if env and Path(env).is_dir():
+            continue
+        if folder is not None and glob.glob(str(folder / f"{prefix}*")):
+            continue
+        missing.append(var)
+    return missing
+
+
+def availability() -> tuple[bool, str]:
+    """Whether the gate engine can run here, and why not."""
+    if importlib.util.find_spec("opengate") is None:
+        return False, "opengate is not installed (pip install 'positrongan[gate]')"
+    missing = geant4_data_missing()
+    if missing:
+        return False, f"opengate is installed but the Geant4 datasets {missing} are missing"
+    return True, "opengate and the Geant4 datasets are present"
+
+
+def import_opengate(require_data: bool):
+    """Import opengate safely.
+
+    Params:
+        require_data: raise when the Geant4 data are missing (needed to run, not to build).
+    Returns:
+        The ``opengate`` module.
+    Raises:
+        ConfigError: opengate missing, or data missing while required (says how to get them).
+    """
+    if importlib.util.find_spec("opengate") is None:
+        raise ConfigError("config key 'simulation.engine' = 'gate' needs opengate: pip install 'positrongan[gate]'")
+    missing = geant4_data_missing()
+    if missing:
+        if require_data:
+            raise ConfigError(
+                f"config key 'simulation.engine' = 'gate' needs the Geant4 datasets {missing}, which are not here: "
+                f"{HOW_TO_GET_DATA}. Or use engine 'fast' (or 'auto')."
+            )
+        # Building the scene needs no data; this stops the import from trying to download them.
+        os.environ["GATEONRTD"] = "1"
+    import opengate
+
+    return opengate
+
+
+def crystal_box_mm(scanner: Scanner) -> list[float]:
+    """Crystal box size (radial depth, tangential width, axial width) in mm.
+
+    The tangential width is the chord at the inner radius (a hair smaller), so neighbouring
+    boxes touch at their front faces without overlapping.
+    """
+    width = 2 * scanner.inner_radius_mm * math.sin(math.pi / scanner.crystals_per_ring) * 0.999
+    return [scanner.crystal_depth_mm, width, scanner.axial_pitch_mm * 0.999]
+
+
+def phantom_label_image(tube: TubePhantom, voxel_mm: float = VOXEL_MM) -> tuple[np.ndarray, np.ndarray]:
+    """Material-id image of the tube (z, y, x) and its voxel-[0,0,0] centre (x, y, z) in mm."""
+    r = tube.bounding_radius_mm
+    n_xy = int(math.ceil(2 * r / voxel_mm))
+    n_z = int(math.ceil((tube.length_mm + 2) / voxel_mm))
+    xs = (np.arange(n_xy) - (n_xy - 1) / 2) * voxel_mm
+    zs = (np.arange(n_z) - (n_z - 1) / 2) * voxel_mm
+    yy, xx = np.meshgrid(xs, xs, indexing="ij")
+    img = np.zeros((n_z, n_xy, n_xy), np.uint8)
+    for k, z in enumerate(zs):
+        img[k] = tube.classify(xx, yy, np.full(xx.shape, z))
+    return img, np.array([xs[0], xs[0], zs[0]])
+
+
+def _write_mhd(path: Path, array: np.ndarray, spacing_mm: float, origin_xyz: np.ndarray) -> None:
+    import itk
+
+    image = itk.image_from_array(np.ascontiguousarray(array))
+    image.SetSpacing([spacing_mm] * 3)
+    image.SetOrigin([float(v) for v in origin_xyz])
+    itk.imwrite(image, str(path))
+
+
+def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | Path, require_data: bool = True):
+    """Build (not run) the opengate Simulation of one scan.
+
+    Params:
+        cfg: the config (phantom, scanner, digitizer, simulation sections, seed).
+        scan: scan id (names the output and seeds Geant4).
+        tube: the scan's phantom.
+        workdir: folder for the phantom images and GATE's own ROOT output.
+        require_data: check the Geant4 datasets (tests build without them).
+    Returns:
+        (simulation, path of GATE's singles ROOT file, name of the final singles tree).
+    """
+    from ..config import derived_seed
+
+    gate = import_opengate(require_data)
+    from opengate.geometry.utility import get_circular_repetition
+
+    u = gate.g4_units
+    mm, keV, ns, ps, sec, Bq, deg = u.mm, u.keV, u.ns, u.ps, u.second, u.Bq, u.deg
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    scanner = Scanner.from_config(cfg["scanner"])
+    pcfg, dcfg, scfg = cfg["phantom"], cfg["digitizer"], cfg["simulation"]
+
+    sim = gate.Simulation()
+    sim.random_seed = derived_seed(cfg, "gate", scan) % (2**31 - 1)
+    sim.number_of_threads = scfg["gate_threads"]
+    sim.visu = False
+    sim.progress_bar = False
+    sim.output_dir = str(workdir)
+    sim.world.size = [2 * (scanner.outer_radius_mm + 50) * mm] * 2 + [(scanner.axial_length_mm + 200) * mm]
+    sim.world.material = "G4_AIR"
+    db = sim.volume_manager.material_database
+    db.add_material_nb_atoms("LYSO", ["Lu", "Y", "Si", "O"], [18, 2, 10, 50], 7.1 * u.g_cm3)
+    db.add_material_nb_atoms("LSO", ["Lu", "Si", "O"], [2, 1, 5], 7.4 * u.g_cm3)
+    db.add_material_nb_atoms("BGO", ["Bi", "Ge", "O"], [4, 3, 12], 7.13 * u.g_cm3)
+    db.add_material_nb_atoms("GSO", ["Gd", "Si", "O"], [2, 1, 5], 6.71 * u.g_cm3)
+
+    # ---- phantom: voxelised material map and activity map ---------------------------------------
+    labels, origin = phantom_label_image(tube)
+    label_path, act_path = workdir / f"{scan}_labels.mhd", workdir / f"{scan}_activity.mhd"
+    _write_mhd(label_path, labels.astype(np.float32), VOXEL_MM, origin)
+    _write_mhd(act_path, (labels == FLUID).astype(np.float32), VOXEL_MM, origin)
+    phantom = sim.add_volume("Image", "phantom")
+    phantom.image = str(label_path)
+    phantom.material = "G4_AIR"
+    names = tube.materials
+    phantom.voxel_materials = [
+        [AIR - 0.5, AIR + 0.5, G4_MATERIALS[names[AIR]]],
+        [FLUID - 0.5, FLUID + 0.5, G4_MATERIALS[names[FLUID]]],
+        [WALL - 0.5, WALL + 0.5, G4_MATERIALS[names[WALL]]],
+        [DEPOSIT - 0.5, DEPOSIT + 0.5, G4_MATERIALS[names[DEPOSIT]]],
+        [GAS - 0.5, GAS + 0.5, G4_MATERIALS[names[GAS]]],
+    ]
+
+    # ---- scanner: rings of repeated crystals ----------------------------------------------------
+    ring = sim.add_volume("Tubs", "ring")
+    ring.rmin = (scanner.inner_radius_mm - 1.0) * mm
+    ring.rmax = (scanner.outer_radius_mm + 2.0) * mm
+    ring.dz = scanner.axial_pitch_mm / 2 * mm
+    ring.material = "G4_AIR"
+    ring.translation = [[0, 0, float(z) * mm] for z in scanner.ring_z(np.arange(scanner.rings))]
+    crystal = sim.add_volume("Box", "crystal")
+    crystal.mother = ring.name
+    crystal.size = [v * mm for v in crystal_box_mm(scanner)]
+    crystal.material = scanner.crystal_material
+    r_mid = (scanner.inner_radius_mm + scanner.crystal_depth_mm / 2) * mm
+    tr, rot = get_circular_repetition(scanner.crystals_per_ring, [r_mid, 0, 0], start_angle_deg=0, axis=[0, 0, 1])
+    crystal.translation = tr
+    crystal.rotation = rot
+
+    # ---- physics -------------------------------------------------------------------------------
+    sim.physics_manager.physics_list_name = "G4EmStandardPhysics_option4"
+    sim.physics_manager.enable_decay = False
+    sim.physics_manager.global_production_cuts.all = 1 * mm
+    if not scfg["rayleigh"]:
+        # The standard EM physics list always includes Rayleigh; say so rather than pretend.
+        log.warning("simulation.rayleigh = false is not applied by the gate engine (Geant4's EM list includes it)")
+
+    # ---- source ---------------------------------------------------------------------------------
+    src = sim.add_source("VoxelSource", "fluid_source")
+    src.image = str(act_path)
+    src.attached_to = phantom.name
+    src.activity = pcfg["activity_bq"] * Bq
+    src.direction.type = "iso"
+    if pcfg["positron_range"]:
+        src.particle = "e+"
+        src.energy.type = "F18"
+    else:
+        src.particle = "back_to_back"
+        src.energy.type = "mono"
+        src.energy.mono = 511 * keV
+        src.direction.accolinearity_flag = scfg["acollinearity_fwhm_deg"] > 0
+        src.direction.accolinearity_fwhm = scfg["acollinearity_fwhm_deg"] * deg
+    sim.run_timing_intervals = [[0, pcfg["acquisition_s"] * sec]]
+
+    # ---- digitizer chain -------------------------------------------------------------------------
+    out = workdir / f"{scan}_gate.root"
+    hits = sim.add_actor("DigitizerHitsCollectionActor", "Hits")
+    hits.attached_to = crystal.name
+    hits.authorize_repeated_volumes = True
+    hits.attributes = ["PostPosition", "TotalEnergyDeposit", "PreStepUniqueVolumeID", "GlobalTime", "EventID", "EventPosition"]
+    hits.output_filename = str(out)
+    readout = sim.add_actor("DigitizerReadoutActor", "Readout")
+    readout.attached_to = crystal.name
+    readout.authorize_repeated_volumes = True
+    readout.input_digi_collection = hits.name
+    readout.group_volume = crystal.name
+    readout.discretize_volume = crystal.name
+    readout.policy = "EnergyWinnerPosition"
+    readout.output_filename = str(out)
+    eblur = sim.add_actor("DigitizerBlurringActor", "EnergyBlur")
+    eblur.attached_to = crystal.name
+    eblur.authorize_repeated_volumes = True
+    eblur.input_digi_collection = readout.name
+    eblur.blur_attribute = "TotalEnergyDeposit"
+    eblur.blur_method = "InverseSquare"
+    eblur.blur_resolution = dcfg["energy_resolution"]
+    eblur.blur_reference_value = dcfg["energy_reference_mev"] * 1000 * keV
+    eblur.output_filename = str(out)
+    tblur = sim.add_actor("DigitizerBlurringActor", "TimeBlur")
+    tblur.attached_to = crystal.name
+    tblur.authorize_repeated_volumes = True
+    tblur.input_digi_collection = eblur.name
+    tblur.blur_attribute = "GlobalTime"
+    tblur.blur_method = "Gaussian"
+    tblur.blur_fwhm = dcfg["time_resolution_ps"] * ps
+    tblur.output_filename = str(out)
+    window = sim.add_actor("DigitizerEnergyWindowsActor", "EnergyWindow")
+    window.attached_to = crystal.name
+    window.authorize_repeated_volumes = True
+    window.input_digi_collection = tblur.name
+    lo, hi = dcfg["energy_window_kev"]
+    window.channels = [{"name": "Singles", "min": lo * keV, "max": hi * keV}]
+    window.output_filename = str(out)
+    sim.add_actor("SimulationStatisticsActor", "Stats")
+    return sim, out, "Singles"
+
+
+def crystal_ids_from_volume_ids(volume_ids: np.ndarray, scanner: Scanner) -> np.ndarray:
+    """CrystalID from GATE's PreStepUniqueVolumeID strings (``..._<ring copy>_<crystal copy>``)."""
+    parts = [str(v).replace("-", "_").split("_") for v in volume_ids]
+    ring = np.array([int(p[-2]) for p in parts], dtype=np.int64)
+    index = np.array([int(p[-1]) for p in parts], dtype=np.int64)
+    return scanner.crystal_id(ring, index).astype(np.int32)
+
+
+def run_gate(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) -> dict:
+    """Run opengate for one scan, then sort and write its singles in the project's schema.
+
+    GATE singles carry no per-photon phantom-scatter count: ``PhantomScatters`` is -1
+    (unknown) and ``SourcePosition`` is GATE's ``EventPosition``; trues/scatters are then not
+    separable and are reported as None.
+    """
+    import time
+
+    import uproot
+
+    from ..coincidences import StreamSorter
+    from .rootio import open_writer
+
+    import_opengate(require_data=True)
+    scanner = Scanner.from_config(cfg["scanner"])
+    dig = cfg["digitizer"]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"gate_{scan}_", dir=Path(root_path).parent) as tmp:
+        sim, out, tree = build_simulation(cfg, scan, tube, tmp)
+        sim.run(start_new_process=True)
+        with uproot.open(out) as f:
+            g = f[tree].arrays(library="np")
+        n = len(g["GlobalTime"])
+        vol = np.asarray(g["PreStepUniqueVolumeID"]).astype(str)
+        singles = {
+            "EventID": g["EventID"].astype(np.int64),
+            "GlobalTime": g["GlobalTime"].astype(np.float64),
+            "TotalEnergyDeposit": g["TotalEnergyDeposit"].astype(np.float64),
+            "PostPosition_X": g["PostPosition_X"],
+            "PostPosition_Y": g["PostPosition_Y"],
+            "PostPosition_Z": g["PostPosition_Z"],
+            "PreStepUniqueVolumeID": vol,
+            "CrystalID": crystal_ids_from_volume_ids(vol, scanner),
+            "PhantomScatters": np.full(n, -1, np.int16),
+            "SourcePosition_X": g["EventPosition_X"].astype(np.float32),
+            "SourcePosition_Y": g["EventPosition_Y"].astype(np.float32),
+            "SourcePosition_Z": g["EventPosition_Z"].astype(np.float32),
+        }
+    delayed = dig["delayed_window"]
+    sorter = StreamSorter(dig["coincidence_window_ns"], dig["multiples_policy"], dig["delayed_offset_ns"] if delayed else None)
+    with open_writer(root_path, delayed) as writer:
+        writer.add(*sorter.push(singles, known_until=None))
+    s = sorter.stats
+    seconds = time.perf_counter() - t0
+    decays = int(round(cfg["phantom"]["activity_bq"] * cfg["phantom"]["acquisition_s"]))
+    return {
+        "decays": decays,
+        "decays_note": "expected value (activity x time); GATE draws the actual number",
+        "singles": s.singles,
+        "prompts": s.prompts,
+        "trues": None,
+        "scatters": None,
+        "trues_and_scatters": s.trues + s.scatters,
+        "randoms": s.randoms,
+        "delayed": s.delayed if delayed else None,
+        "scatter_fraction": None,
+        "randoms_fraction": s.randoms / s.prompts if s.prompts else None,
+        "seconds": seconds,
+        "decays_per_second": decays / max(seconds, 1e-9),
+    }

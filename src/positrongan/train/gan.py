@@ -1,0 +1,179 @@
+"""Training of "ours": attention memory + DenseNet generator + PatchGAN (paper §3.3-3.4, §4.1).
+
+Loss (eq. 9-10): L = L_GAN + lambda * L_APG. L_GAN is the non-saturating GAN loss on the
+mean patch logit. L_APG matches, layer by layer, the batch-mean discriminator features of
+real positron images and of generated ones: sum_i (1/W_i) || E[D_i(x)] - E[D_i(G(a))] ||_1,
+W_i the number of elements of layer i. G, W_a (and optionally the memory and the CT
+encoder) share one Adam optimiser; D has its own; both lr 2e-4, beta1 0.5 (paper §4.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.diffaugment import diff_augment
+from ..models.discriminator import PatchDiscriminator, depth_for
+from ..models.generator import MemoryGenerator
+from .ema import EMA
+from .latents import CTEncoderLatents, CTLatents
+from .loop import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def apg_loss(real_feats: list[torch.Tensor], fake_feats: list[torch.Tensor]) -> torch.Tensor:
+    """L_APG (eq. 9): sum over layers of the L1 distance of batch-mean features over W_i.
+
+    Params:
+        real_feats, fake_feats: per-layer discriminator outputs (B, C, H, W) of the same shapes.
+    Returns:
+        A scalar; zero when the two batches have the same mean features.
+    """
+    total = real_feats[0].new_zeros(())
+    for r, f in zip(real_feats, fake_feats):
+        total = total + (r.float().mean(0) - f.float().mean(0)).abs().sum() / r[0].numel()
+    return total
+
+
+def autocast_for(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when asked and supported (no loss scaling needed); else nothing."""
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext
+
+
+class OursTrainer(Trainer):
+    """Params:
+        latents: a :class:`CTLatents` or :class:`CTEncoderLatents` (the query source).
+        memory: (M, k) memory vectors y_s.
+        image_size: training image side.
+        tcfg: the ``training`` section.
+        device: torch device.
+    """
+
+    method = "ours"
+
+    def __init__(self, latents: nn.Module, memory: torch.Tensor, image_size: int, tcfg: dict, device: torch.device):
+        self.device = device
+        self.latents = latents.to(device)
+        self.noise_dim = tcfg["noise_dim"]
+        self.lambda_apg = tcfg["lambda_apg"]
+        self.augment = tcfg["diffaugment"]
+        self.G = MemoryGenerator(
+            latents.dim,
+            memory,
+            self.noise_dim,
+            image_size,
+            channels=tcfg["g_channels"],
+            growth=tcfg["growth_rate"],
+            layers=tcfg["dense_layers"],
+            train_memory=tcfg["train_memory"],
+        ).to(device)
+        self.D = PatchDiscriminator(tcfg["d_channels"], depth_for(image_size, tcfg["receptive_field"])).to(device)
+        log.info(
+            "ours: G %d parameters, PatchGAN D %d parameters, receptive field %d px at %d px",
+            sum(p.numel() for p in self.G.parameters()),
+            sum(p.numel() for p in self.D.parameters()),
+            self.D.receptive_field,
+            image_size,
+        )
+        g_params = list(self.G.parameters())  # includes W_a, and the memory when trainable
+        self.nets = {"G": self.G, "D": self.D}
+        if isinstance(self.latents, CTEncoderLatents):
+            g_params += list(self.latents.vae.encoder.parameters())
+            g_params += list(self.latents.vae.fc_mu.parameters()) + list(self.latents.vae.fc_logvar.parameters())
+            self.nets["encoder"] = self.latents.vae
+        betas = (tcfg["beta1"], tcfg["beta2"])
+        self.opts = {
+            "G": torch.optim.Adam(g_params, lr=tcfg["lr"], betas=betas),
+            "D": torch.optim.Adam(self.D.parameters(), lr=tcfg["lr"], betas=betas),
+        }
+        self.ema = EMA(self.G, tcfg["ema"]) if tcfg["ema"] is not None else None
+        self.autocast = autocast_for(device, tcfg["amp"])
+
+    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x) if self.augment else x
+
+    def _fake(self, n: int) -> torch.Tensor:
+        z = self.latents(n)
+        noise = torch.randn(n, self.noise_dim, device=self.device) if self.noise_dim else None
+        return self.G(z, noise)
+
+    def step(self, real: torch.Tensor) -> dict[str, float]:
+        n = real.shape[0]
+        with self.autocast():
+            fake = self._fake(n)
+            # Discriminator: real -> 1, generated -> 0 on the mean patch logit.
+            d_real = self.D(self._aug(real))
+            d_fake = self.D(self._aug(fake.detach()))
+            loss_d = F.binary_cross_entropy_with_logits(d_real.float(), torch.ones_like(d_real, dtype=torch.float32))
+            loss_d = loss_d + F.binary_cross_entropy_with_logits(d_fake.float(), torch.zeros_like(d_fake, dtype=torch.float32))
+        self.opts["D"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opts["D"].step()
+
+        with self.autocast():
+            with torch.no_grad():
+                _, real_feats = self.D(self._aug(real), features=True)
+            logits, fake_feats = self.D(self._aug(fake), features=True)
+            loss_gan = F.binary_cross_entropy_with_logits(logits.float(), torch.ones_like(logits, dtype=torch.float32))
+            loss_apg = apg_loss(real_feats, fake_feats)
+            loss_g = loss_gan + self.lambda_apg * loss_apg
+        self.opts["G"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opts["G"].step()
+        return {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "loss_gan": loss_gan.item(),
+            "loss_apg": loss_apg.item(),
+            "d_real": torch.sigmoid(d_real.float()).mean().item(),
+            "d_fake": torch.sigmoid(d_fake.float()).mean().item(),
+        }
+
+    def after_step(self) -> None:
+        if self.ema is not None:
+            self.ema.update(self.G)
+
+    def _sampling_G(self) -> nn.Module:
+        return self.ema.shadow if self.ema is not None else self.G
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        G = self._sampling_G()
+        was = G.training
+        G.eval()
+        lat_was = self.latents.training
+        self.latents.eval()
+        z = self.latents(n, generator)
+        noise = torch.randn(n, self.noise_dim, generator=generator, device=self.device) if self.noise_dim else None
+        out = G(z, noise)
+        G.train(was)
+        self.latents.train(lat_was)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"ema": self.ema.shadow.state_dict()} if self.ema is not None else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if self.ema is not None:
+            self.ema.shadow.load_state_dict(state["ema"])
+
+    def export(self) -> dict[str, Any]:
+        G = self._sampling_G()
+        blob: dict[str, Any] = {
+            "hparams": dict(self.G.hparams),
+            "state_dict": {k: v.detach().cpu() for k, v in G.state_dict().items()},
+            "ema": self.ema is not None,
+            "diffaugment": self.augment,
+        }
+        if isinstance(self.latents, CTEncoderLatents):
+            # The fine-tuned encoder's latents replace vae/latents.npz when sampling.
+            blob["ct_mu"], blob["ct_logvar"] = self.latents.encode_all()
+        return blob

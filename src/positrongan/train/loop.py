@@ -1,0 +1,226 @@
+"""The training loop shared by every method: budget, seeding, checkpoints and resume,
+non-finite loss guard, loss log, sample grids and wall-clock time.
+
+A method is a :class:`Trainer`: its networks and optimisers by name, ``step(real)`` (one
+generator update, including whatever discriminator/critic updates precede it) and
+``sample(n, generator)``. The loop owns everything else, so the budget (``iterations``
+generator updates) and the bookkeeping are the same for every method.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..io import write_text
+from .checkpoint import TrainingError, fingerprint, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """One method's networks and update rule. Subclasses set ``nets``, ``opts`` and
+    implement :meth:`step`, :meth:`sample` and :meth:`export`."""
+
+    method: str = ""
+    nets: dict[str, nn.Module]
+    opts: dict[str, torch.optim.Optimizer]
+    autocast = staticmethod(nullcontext)
+
+    def step(self, real: torch.Tensor) -> dict[str, float]:
+        """One generator update on a real batch (B, 1, S, S) in [-1, 1]. Returns named losses."""
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n images (n, 1, S, S) in [-1, 1], drawn with ``generator`` (the training RNG untouched)."""
+        raise NotImplementedError
+
+    def export(self) -> dict[str, Any]:
+        """What generator.pt holds besides the bookkeeping: ``hparams`` and ``state_dict``."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Hook after each update (EMA)."""
+
+    def state(self) -> dict[str, Any]:
+        """Extra trainer state for the checkpoint (e.g. the EMA copy)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+
+
+@dataclass
+class Outputs:
+    """Where one training run writes."""
+
+    generator: Path
+    checkpoint: Path
+    losses: Path
+    samples: Path
+
+
+def _rows_csv(rows: list[dict[str, float]]) -> str:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
+    """Write images (n, 1, S, S) in [-1, 1] as one PNG grid with a 2 px white border."""
+    from PIL import Image
+
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()
+    n, s, _ = x.shape
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    pad = 2
+    grid = np.full((rows * (s + pad) + pad, cols * (s + pad) + pad), 255, dtype=np.uint8)
+    for i, img in enumerate(x):
+        r, c = divmod(i, cols)
+        grid[pad + r * (s + pad) : pad + r * (s + pad) + s, pad + c * (s + pad) : pad + c * (s + pad) + s] = img
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+
+
+def _all_finite(trainer: Trainer) -> bool:
+    return all(torch.isfinite(p).all() for net in trainer.nets.values() for p in net.state_dict().values() if p.is_floating_point())
+
+
+def train(
+    trainer: Trainer,
+    images: torch.Tensor,
+    train_cfg: dict,
+    out: Outputs,
+    seed: int,
+    data_fingerprint: tuple[np.ndarray, ...] = (),
+) -> dict[str, Any]:
+    """Run (or resume) training to ``train_cfg['iterations']`` generator updates.
+
+    Params:
+        trainer: the method.
+        images: (N, 1, S, S) training images in [-1, 1] on the trainer's device.
+        train_cfg: the ``training`` config section.
+        out: output paths.
+        seed: the run's seed (batches, noise, augmentation all come from torch's RNG).
+        data_fingerprint: arrays the run depends on besides ``images`` (e.g. the memory).
+    Returns:
+        The generator.pt blob that was written.
+    Raises:
+        TrainingError: a non-finite loss; the last good checkpoint stays at ``out.checkpoint``.
+    """
+    iterations = train_cfg["iterations"]
+    batch = train_cfg["batch_size"]
+    fp = fingerprint(trainer.method, train_cfg, images.cpu().numpy(), *data_fingerprint)
+    torch.manual_seed(seed)
+    step, seconds, rows = 0, 0.0, []
+    state = load_checkpoint(out.checkpoint, fp)
+    if state is not None and state["step"] > iterations:
+        log.info("checkpoint is at step %d, beyond the budget of %d: starting from scratch", state["step"], iterations)
+        state = None
+    if state is not None:
+        for name, net in trainer.nets.items():
+            net.load_state_dict(state["nets"][name])
+        for name, opt in trainer.opts.items():
+            opt.load_state_dict(state["opts"][name])
+        trainer.load_state(state["trainer"])
+        torch.set_rng_state(state["rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        step, seconds, rows = state["step"], state["train_seconds"], list(state["losses"])
+        log.info("resumed %s from %s at step %d (%.1f s trained)", trainer.method, out.checkpoint, step, seconds)
+    last_good = step if state is not None else None
+
+    grid_gen = torch.Generator(device=images.device).manual_seed(seed ^ 0x5A17)
+    grid_seed = grid_gen.initial_seed()
+
+    def write_grid() -> None:
+        g = torch.Generator(device=images.device).manual_seed(grid_seed)
+        save_grid(trainer.sample(64, g), out.samples)
+
+    def checkpoint() -> None:
+        nonlocal last_good
+        if not _all_finite(trainer):
+            raise TrainingError(f"{trainer.method}: non-finite weights at step {step}; {_kept(out.checkpoint, last_good)}")
+        save_checkpoint(
+            out.checkpoint,
+            {
+                "step": step,
+                "train_seconds": seconds,
+                "fingerprint": fp,
+                "method": trainer.method,
+                "nets": {k: v.state_dict() for k, v in trainer.nets.items()},
+                "opts": {k: v.state_dict() for k, v in trainer.opts.items()},
+                "trainer": trainer.state(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "losses": rows,
+            },
+        )
+        write_text(out.losses, _rows_csv(rows))
+        last_good = step
+
+    n = images.shape[0]
+    bar_total = iterations - step
+    from ..runtime import progress
+
+    with progress(total=bar_total, desc=f"train {trainer.method}", unit="it") as bar:
+        while step < iterations:
+            t0 = time.perf_counter()
+            idx = torch.randint(n, (batch,), device=images.device)
+            losses = trainer.step(images[idx])
+            trainer.after_step()
+            step += 1
+            seconds += time.perf_counter() - t0
+            rows.append({"step": step, **losses, "seconds": round(seconds, 4)})
+            bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+            if bad:
+                write_text(out.losses, _rows_csv(rows))
+                raise TrainingError(
+                    f"{trainer.method}: non-finite loss {bad} at step {step}; training stopped, "
+                    f"{_kept(out.checkpoint, last_good)}"
+                )
+            bar.update(1)
+            if step % train_cfg["checkpoint_every"] == 0 or step == iterations:
+                checkpoint()
+            if step % train_cfg["sample_every"] == 0 or step == iterations:
+                write_grid()
+    if bar_total == 0:  # resumed from a finished run: its outputs are written all the same
+        write_text(out.losses, _rows_csv(rows))
+        write_grid()
+    log.info(
+        "%s: %d generator updates in %.1f s (%.3f s/it)", trainer.method, iterations, seconds, seconds / max(1, len(rows))
+    )
+    blob = {
+        **trainer.export(),
+        "method": trainer.method,
+        "iterations": iterations,
+        "train_seconds": seconds,
+        "image_size": int(images.shape[-1]),
+    }
+    save_checkpoint(out.generator, blob)
+    return blob
+
+
+def _kept(path: Path, step: int | None) -> str:
+    if step is None:
+        return "no checkpoint had been written yet (lower training.lr or check the data)"
+    return f"the last good checkpoint (step {step}) is kept in {path}; rerunning resumes from it"

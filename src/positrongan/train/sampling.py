@@ -1,0 +1,100 @@
+"""Rebuilding a trained generator from ``generator.pt`` and drawing samples from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ArtifactError, ConfigError
+from ..models.baselines import DCGANGenerator
+from ..models.generator import MemoryGenerator
+from ..models.vae import ConvVAE
+from .latents import CTLatents, prior
+
+METHODS = ("ours", "vae", "dcgan", "wgan_gp")
+
+
+def load_generator(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Read generator.pt.
+
+    Returns:
+        (the network in eval mode on ``device``, the blob's metadata without weights).
+    Raises:
+        ArtifactError: missing, corrupt or not a generator file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: file not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and runtime errors all mean "corrupt" here
+        raise ArtifactError(f"{path}: not a readable torch file ({exc})") from None
+    if not isinstance(blob, dict) or blob.get("method") not in METHODS or "state_dict" not in blob:
+        raise ArtifactError(f"{path}: not a generator file written by `positrongan train`")
+    method, hp = blob["method"], blob["hparams"]
+    try:
+        if method == "ours":
+            net = MemoryGenerator.from_hparams(hp)
+        elif method == "vae":
+            net = ConvVAE(**hp)
+        else:
+            net = DCGANGenerator(**hp)
+        net.load_state_dict(blob["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise ArtifactError(f"{path}: weights do not match their hparams ({exc})") from None
+    meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    return net.to(device).eval(), meta
+
+
+@torch.no_grad()
+def generate(
+    net: torch.nn.Module,
+    meta: dict[str, Any],
+    n: int,
+    seed: int,
+    latent: str = "ct",
+    ct: tuple[np.ndarray, np.ndarray] | None = None,
+    batch: int = 64,
+) -> np.ndarray:
+    """Draw n images in [0, 1].
+
+    Params:
+        net, meta: from :func:`load_generator`.
+        n: number of samples.
+        seed: sampling seed.
+        latent: for ``ours``: ``ct`` (z = mu + sigma * eps of random CT slices) or ``prior`` (N(0, I)).
+        ct: (mu, logvar) of the CT slices, needed for ``ours`` with ``ct`` unless the generator
+            file carries its fine-tuned encoder's latents.
+        batch: images per forward pass.
+    Returns:
+        (n, S, S) float32 in [0, 1] (the dataset's normalisation).
+    """
+    device = next(net.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    method = meta["method"]
+    source = None
+    if method == "ours" and latent == "ct":
+        if "ct_mu" in meta:
+            source = CTLatents(meta["ct_mu"], meta["ct_logvar"]).to(device)
+        elif ct is not None:
+            source = CTLatents(torch.from_numpy(ct[0]), torch.from_numpy(ct[1])).to(device)
+        else:
+            raise ConfigError("training.sample_latent = 'ct' needs the CT latents (vae/latents.npz)")
+        if source.dim != net.latent_dim:
+            raise ArtifactError(f"CT latents have dimension {source.dim}, the generator expects {net.latent_dim}")
+    out = []
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        if method == "ours":
+            z = source(m, g) if source is not None else prior(m, net.latent_dim, device, g)
+            noise = torch.randn(m, net.noise_dim, generator=g, device=device) if net.noise_dim else None
+            x = net(z, noise)
+        elif method == "vae":
+            x = net.decode(prior(m, net.latent_dim, device, g))
+        else:
+            x = net(prior(m, net.latent_dim, device, g))
+        out.append(((x.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy())
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,279 @@
+"""Ours: the DenseNet generator, the PatchGAN (eq. 8), L_APG (eq. 9), training steps,
+checkpoint/resume and the non-finite loss guard, and the train/sample commands."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from positrongan.cli import main
+from positrongan.config import validate
+from positrongan.io import load_npz, save_npz
+from positrongan.models.diffaugment import diff_augment
+from positrongan.models.discriminator import PatchDiscriminator, depth_for, layer_specs, receptive_field
+from positrongan.models.generator import DenseGenerator, MemoryGenerator
+from positrongan.train.checkpoint import TrainingError
+from positrongan.train.gan import OursTrainer, apg_loss
+from positrongan.train.latents import CTLatents
+from positrongan.train.loop import Outputs, train
+
+from test_features import rings
+
+
+def small_cfg(**over):
+    cfg = validate({})["training"]
+    cfg.update(batch_size=8, g_channels=16, growth_rate=4, dense_layers=2, d_channels=8, noise_dim=4)
+    cfg.update(over)
+    return cfg
+
+
+def tiny_set(n=12, size=32):
+    return torch.from_numpy(rings(n, size))[:, None] * 2 - 1
+
+
+def ours(cfg, images, seed=0):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(123)
+    latents = CTLatents(torch.randn(20, 6, generator=g), torch.full((20, 6), -2.0))
+    memory = torch.from_numpy(rings(len(images), images.shape[-1], seed=5).reshape(len(images), -1)[:, :10])
+    return OursTrainer(latents, memory, images.shape[-1], cfg, torch.device("cpu"))
+
+
+def outputs(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return Outputs(path / "generator.pt", path / "checkpoint.pt", path / "losses.csv", path / "samples.png")
+
+
+def read_rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_receptive_field_by_eq8_is_70_at_256_px():
+    # pix2pix's 70x70 PatchGAN: three strided 4x4 convolutions and two of stride 1.
+    assert receptive_field(layer_specs(3)) == 70
+    assert depth_for(256) == 3
+    assert PatchDiscriminator(4, depth_for(256)).receptive_field == 70
+    # Eq. 8 by hand for one layer: (1 - 1) * s + k.
+    assert receptive_field([(4, 2)]) == 4
+    # Depth scales with resolution: the field stays near the same fraction of the image.
+    assert depth_for(128) == 2 and receptive_field(layer_specs(2)) == 34
+    assert depth_for(64) == 1 and receptive_field(layer_specs(1)) == 16
+
+
+def test_receptive_field_matches_the_network_gradient_support():
+    # The input pixels that influence one interior output pixel span exactly the eq. 8 field.
+    torch.manual_seed(0)
+    net = PatchDiscriminator(4, 2).eval()
+    x = torch.randn(1, 1, 96, 96, requires_grad=True)
+    h = x
+    for block in net.blocks:
+        h = block(h)
+    out = net.head(h)
+    out[0, 0, out.shape[2] // 2, out.shape[3] // 2].backward()
+    rows = torch.nonzero(x.grad[0, 0].abs().sum(dim=1)).flatten()
+    cols = torch.nonzero(x.grad[0, 0].abs().sum(dim=0)).flatten()
+    assert int(rows.max() - rows.min() + 1) == net.receptive_field == 34
+    assert int(cols.max() - cols.min() + 1) == 34
+
+
+def test_discriminator_output_is_the_mean_of_the_patch_map():
+    net = PatchDiscriminator(8, 1).eval()
+    x = torch.randn(3, 1, 32, 32)
+    logits, feats = net(x, features=True)
+    patch = net.head(feats[-1])
+    assert patch.shape[-1] > 1  # a map of patches, not one logit
+    torch.testing.assert_close(logits, patch.mean(dim=(1, 2, 3)))
+
+
+def test_dense_generator_shapes_range_and_dense_connectivity():
+    for size in (32, 64):
+        g = DenseGenerator(10, size, channels=16, growth=4, layers=3)
+        x = g(torch.randn(2, 10))
+        assert x.shape == (2, 1, size, size)
+        assert x.abs().max() <= 1
+    block = g.body[0]
+    # Layer l sees the concatenation of the input and all previous layers' outputs (eq. 7).
+    assert [layer.body[2].in_channels for layer in block] == [16, 20, 24]
+    assert block.out_channels == 28
+
+
+def test_apg_loss_is_zero_for_identical_batches_and_per_element():
+    d = PatchDiscriminator(8, 1).eval()
+    x = torch.randn(4, 1, 32, 32)
+    _, fr = d(x, features=True)
+    _, ff = d(x.clone(), features=True)
+    assert apg_loss(fr, ff).item() == 0.0
+    # Each layer's L1 distance is divided by its element count: a constant offset of 1
+    # in every layer gives exactly the number of layers.
+    shifted = [f + 1 for f in fr]
+    assert apg_loss(fr, shifted).item() == pytest.approx(len(fr))
+    _, fy = d(torch.randn(4, 1, 32, 32), features=True)
+    assert apg_loss(fr, fy).item() > 0
+
+
+def test_gradients_reach_w_a_and_the_generator():
+    cfg = small_cfg()
+    images = tiny_set()
+    tr = ours(cfg, images)
+    w0 = tr.G.attention.w_a.detach().clone()
+    tr.step(images[:8])
+    assert not torch.equal(w0, tr.G.attention.w_a)
+    assert tr.G.attention.w_a.grad.abs().sum() > 0
+
+
+def test_a_few_cpu_steps_lower_the_discriminator_loss():
+    torch.manual_seed(0)
+    cfg = small_cfg(lambda_apg=0.0)
+    images = tiny_set()
+    tr = ours(cfg, images)
+    losses = [tr.step(images[torch.randint(len(images), (8,))])["loss_d"] for _ in range(12)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(tmp_path):
+    images = tiny_set()
+    cfg = small_cfg(iterations=4, checkpoint_every=2, sample_every=2, ema=0.9, diffaugment=True)
+    train(ours(cfg, images), images, cfg, outputs(tmp_path / "a"), seed=7)
+    full = read_rows(tmp_path / "a" / "losses.csv")
+
+    # Interrupted after step 2 (checkpoint written), then a new process continues to 4.
+    first = dict(cfg, iterations=2)
+    train(ours(first, images), images, first, outputs(tmp_path / "b"), seed=7)
+    train(ours(cfg, images, seed=99), images, cfg, outputs(tmp_path / "b"), seed=7)
+    resumed = read_rows(tmp_path / "b" / "losses.csv")
+    assert len(resumed) == len(full) == 4
+    for a, b in zip(full, resumed):
+        for key in a:
+            if key != "seconds":
+                assert float(a[key]) == float(b[key]), (key, a, b)
+    ga = torch.load(tmp_path / "a" / "generator.pt", weights_only=True)
+    gb = torch.load(tmp_path / "b" / "generator.pt", weights_only=True)
+    for k in ga["state_dict"]:
+        torch.testing.assert_close(ga["state_dict"][k], gb["state_dict"][k], rtol=0, atol=0)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    images = tiny_set()
+    cfg = small_cfg(iterations=2, checkpoint_every=1)
+    train(ours(cfg, images), images, cfg, outputs(tmp_path), seed=1)
+    other = dict(cfg, lr=1e-3)
+    train(ours(other, images), images, other, outputs(tmp_path), seed=1)
+    assert len(read_rows(tmp_path / "losses.csv")) == 2
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    images = tiny_set()
+    cfg = small_cfg(iterations=10, checkpoint_every=3)
+    tr = ours(cfg, images)
+    real_step = tr.step
+    calls = {"n": 0}
+
+    def failing_step(batch):
+        calls["n"] += 1
+        losses = real_step(batch)
+        if calls["n"] == 5:
+            losses["loss_g"] = math.nan
+        return losses
+
+    tr.step = failing_step
+    out = outputs(tmp_path)
+    with pytest.raises(TrainingError, match=r"non-finite loss.*step 5.*step 3"):
+        train(tr, images, cfg, out, seed=0)
+    state = torch.load(out.checkpoint, weights_only=True)
+    assert state["step"] == 3
+    assert not out.generator.exists()
+    assert read_rows(out.losses)[-1]["loss_g"] == "nan"
+
+
+def test_diffaugment_keeps_shape_and_passes_gradients():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 16, 16, requires_grad=True)
+    y = diff_augment(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.abs().sum() > 0
+    # Cutout zeroes a quarter of the pixels (a half-side square) where it lies inside the image.
+    z = diff_augment(torch.ones(8, 1, 16, 16), ("cutout",))
+    assert ((z == 0).float().mean(dim=(1, 2, 3)) <= 0.25 + 1e-6).all()
+
+
+def test_memory_generator_round_trips_through_hparams():
+    g = MemoryGenerator(6, torch.randn(9, 5), 3, 32, channels=16, growth=4, layers=2).eval()
+    h = MemoryGenerator.from_hparams(g.hparams).eval()
+    h.load_state_dict(g.state_dict())
+    z, n = torch.randn(2, 6), torch.randn(2, 3)
+    torch.testing.assert_close(g(z, n), h(z, n))
+
+
+def _files(tmp_path, n=16, size=32):
+    data = tmp_path / "positron.npz"
+    split = np.array(["train"] * (n - 4) + ["test"] * 4)
+    save_npz(data, images=rings(n, size), split=split)
+    feats = tmp_path / "features.npz"
+    assert main(["extract-features", "--dataset", str(data), "--out", str(feats), "--set", "features.components=4"]) == 0
+    lat = tmp_path / "latents.npz"
+    rng = np.random.default_rng(0)
+    save_npz(lat, mu=rng.normal(size=(30, 8)).astype(np.float32), logvar=np.full((30, 8), -1.0, np.float32),
+             names=np.array([f"ct{i}" for i in range(30)]))
+    return data, feats, lat
+
+
+SMALL = ["--set", "training.iterations=3", "--set", "training.batch_size=4", "--set", "training.g_channels=16",
+         "--set", "training.growth_rate=4", "--set", "training.dense_layers=2", "--set", "training.d_channels=8",
+         "--set", "evaluation.samples=10", "--set", "device=cpu"]
+
+
+def train_args(tmp_path, method, data, extra=()):
+    out = tmp_path / method
+    return ["train", "--method", method, "--dataset", str(data), *extra, "--generator", str(out / "generator.pt"),
+            "--checkpoint", str(out / "checkpoint.pt"), "--losses", str(out / "losses.csv"),
+            "--samples", str(out / "samples.png"), *SMALL]
+
+
+@pytest.mark.parametrize("latent", ["ct", "prior"])
+def test_train_and_sample_commands_for_ours(tmp_path, latent):
+    data, feats, lat = _files(tmp_path)
+    assert main(train_args(tmp_path, "ours", data, ["--features", str(feats), "--latents", str(lat)])) == 0
+    for name in ("generator.pt", "checkpoint.pt", "losses.csv", "samples.png"):
+        assert (tmp_path / "ours" / name).stat().st_size > 0
+    out = tmp_path / "ours.npz"
+    assert main(["sample", "--method", "ours", "--generator", str(tmp_path / "ours" / "generator.pt"),
+                 "--latents", str(lat), "--out", str(out), "--set", f"training.sample_latent={latent}", *SMALL]) == 0
+    s = load_npz(out, required=("images", "method", "train_seconds", "samples_per_second"))
+    assert s["images"].shape == (10, 32, 32)
+    assert s["images"].min() >= 0 and s["images"].max() <= 1
+    assert str(s["method"]) == "ours" and float(s["train_seconds"]) > 0 and float(s["samples_per_second"]) > 0
+
+
+def test_train_command_errors_are_one_line(tmp_path, capsys):
+    data, feats, lat = _files(tmp_path)
+    assert main(train_args(tmp_path, "ours", data)) == 2
+    assert "--features" in capsys.readouterr().err
+    assert main(train_args(tmp_path, "dcgan", tmp_path / "missing.npz")) == 2
+    assert "missing.npz: file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    args = train_args(tmp_path, "dcgan", data)
+    args[args.index("--checkpoint") + 1] = str(bad)
+    assert main(args) == 2
+    assert "bad.pt" in capsys.readouterr().err
+
+
+def test_fine_tuning_the_ct_encoder_updates_it_and_exports_its_latents(tmp_path):
+    from positrongan.models.vae import ConvVAE
+    from positrongan.train.latents import CTEncoderLatents
+
+    torch.manual_seed(0)
+    images = tiny_set()
+    cfg = small_cfg(iterations=2, checkpoint_every=1, train_encoder=True)
+    vae = ConvVAE(32, 6, 4)
+    latents = CTEncoderLatents(vae, torch.rand(10, 1, 32, 32) * 2 - 1)
+    memory = torch.randn(len(images), 5)
+    tr = OursTrainer(latents, memory, 32, cfg, torch.device("cpu"))
+    w0 = vae.fc_mu.weight.detach().clone()
+    blob = train(tr, images, cfg, outputs(tmp_path), seed=0)
+    assert not torch.equal(w0, vae.fc_mu.weight)
+    assert blob["ct_mu"].shape == (10, 6) and blob["ct_logvar"].shape == (10, 6)

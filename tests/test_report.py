@@ -1,0 +1,199 @@
+"""The evaluation outputs: table.md laid out like the paper's Table 1, the CLI writing all
+three artifacts reproducibly, clear errors, and the Snakemake HTML report."""
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from positrongan.cli import main
+from positrongan.io import save_npz
+from positrongan.metrics import fid
+from positrongan.report import table
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["ours", "vae", "dcgan", "wgan_gp"]
+
+
+def _frame(status="ok"):
+    rows = []
+    for i, m in enumerate(METHODS + ["real"]):
+        ok = status == "ok"
+        rows.append(
+            {
+                "method": m,
+                "n_train": 30,
+                "n_images": 64 if m != "real" else 30,
+                "n_test": 20,
+                "msssim": 0.1 + 0.01 * i,
+                "msssim_pairs": 500,
+                "nearest_train_msssim": 0.5,
+                "nearest_train_msssim_max": 0.7,
+                "fid": 10.0 + i if ok else None,
+                "kid": 0.002 if ok else None,
+                "kid_std": 0.001 if ok else None,
+                "kid_subset_size": 20 if ok else None,
+                "fid_status": status,
+                "swd": 40.0 + i,
+                "train_seconds": 100.0 if m != "real" else None,
+                "samples_per_second": 5000.0 if m != "real" else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+META = {
+    "size": 32,
+    "n_train": 30,
+    "n_test": 20,
+    "msssim": {"scales": 3, "window": 7, "sigma": 1.5},
+    "swd": {"levels": "32, 16", "patches": 4096, "projections": 128, "patch_size": 7},
+    "weights_path": "/x/pt_inception-2015-12-05-6726825d.pth",
+}
+
+
+def _table_rows(text):
+    """Header, then body rows (the separator row dropped)."""
+    return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+
+
+def test_table_is_laid_out_like_table_1_with_our_columns():
+    text = table.render(_frame("ok"), {**META, "fid_status": "ok"})
+    rows = _table_rows(text)
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert header[:3] == ["Method", "MS-SSIM", "FID ↓"]  # the paper's columns first
+    assert header[3:] == ["KID ×10³ ↓", "SWD ×10³ ↓", "nearest-train MS-SSIM", "train time (s)", "samples/s"]
+    names = [r.strip("|").split("|")[0].strip() for r in rows[1:]]
+    assert names == ["VAE", "DCGAN", "WGAN-GP", "Ours", "Real (held-out test)"]  # paper's row order
+    ours = [c.strip() for c in rows[4].strip("|").split("|")]
+    assert ours[1] == "0.1000"
+    assert ours[2] == "10.0 (N=64/20)"  # N beside every distance
+    assert ours[3] == "2.00 ± 1.00 (N=20)"
+    assert ours[4] == "40.0 (N=64/20)"
+    assert ours[6:] == ["100", "5000"]
+    real = [c.strip() for c in rows[5].strip("|").split("|")]
+    assert real[4] == "44.0 (N=30/20)" and real[6:] == ["–", "–"]
+    assert "not comparable" in text and "0.0694" in text
+    assert "weights file" not in text
+
+
+def test_table_says_unavailable_without_weights():
+    text = table.render(_frame(fid.UNAVAILABLE_MISSING), {**META, "fid_status": fid.UNAVAILABLE_MISSING})
+    for row in _table_rows(text)[1:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == cells[3] == "unavailable: Inception weights missing"
+    assert META["weights_path"] in text
+
+
+def _inputs(root: Path, size=32, n=24):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size] / size
+
+    def discs(count, noise):
+        r = rng.uniform(0.2, 0.35, (count, 1, 1))
+        img = (((xx - 0.5) ** 2 + (yy - 0.5) ** 2) < r**2) * 0.8
+        return np.clip(img + noise * rng.standard_normal((count, size, size)), 0, 1).astype(np.float32)
+
+    save_npz(
+        root / "dataset" / "positron.npz",
+        images=discs(40, 0.05),
+        split=np.array(["train"] * 24 + ["val"] * 4 + ["test"] * 12),
+    )
+    for i, m in enumerate(METHODS):
+        save_npz(
+            root / "samples" / f"{m}.npz",
+            images=discs(n, 0.05 * i),
+            method=np.array(m),
+            train_seconds=np.array(10.0 * (i + 1)),
+            samples_per_second=np.array(1000.0),
+        )
+
+
+def _evaluate(root: Path, out: str, samples=None):
+    samples = samples or [str(root / "samples" / f"{m}.npz") for m in METHODS]
+    return main(
+        [
+            "evaluate",
+            "--set", "evaluation.swd_patches=256",
+            "--set", "evaluation.samples=20",
+            "--set", "device=cpu",
+            "--dataset", str(root / "dataset" / "positron.npz"),
+            "--samples", *samples,
+            "--metrics", str(root / out / "metrics.csv"),
+            "--table", str(root / out / "table.md"),
+            "--grid", str(root / out / "grid.png"),
+        ]
+    )  # fmt: skip
+
+
+def test_evaluate_cli_writes_all_outputs_reproducibly(tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "nohub"))
+    _inputs(tmp_path)
+    assert _evaluate(tmp_path, "a") == 0
+    assert _evaluate(tmp_path, "b") == 0
+    a = (tmp_path / "a" / "metrics.csv").read_text()
+    assert a == (tmp_path / "b" / "metrics.csv").read_text()  # same seed, same numbers
+    df = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    assert list(df["method"]) == METHODS + ["real"]
+    assert (df["n_images"][:4] == 20).all() and df["n_images"][4] == 24  # evaluation.samples caps N
+    assert (df["n_test"] == 12).all()
+    assert df["fid"].isna().all() and (df["fid_status"] == fid.UNAVAILABLE_MISSING).all()
+    assert list(df["train_seconds"][:4]) == [10.0, 20.0, 30.0, 40.0]
+    assert {"swd_32px", "swd_16px"} <= set(df.columns)
+    assert "| Ours |" in (tmp_path / "a" / "table.md").read_text()
+    png = (tmp_path / "a" / "grid.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "a").glob(".*tmp*"))  # nothing half-written left behind
+
+
+def test_evaluate_cli_names_a_missing_samples_file(tmp_path, capsys):
+    _inputs(tmp_path)
+    (tmp_path / "samples" / "vae.npz").unlink()
+    assert _evaluate(tmp_path, "a") == 2
+    err = capsys.readouterr().err
+    assert "vae.npz" in err and "not found" in err and "Traceback" not in err
+    assert not (tmp_path / "a" / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+def test_snakemake_rule_and_html_report(tmp_path):
+    """A tiny workflow: fake dataset and samples, then the real evaluate_methods rule and
+    `snakemake --report` (run without --cores, as users type it)."""
+    _inputs(tmp_path / "inputs")
+    (tmp_path / "Snakefile").write_text(
+        textwrap.dedent(
+            f"""
+            configfile: "config.yaml"
+            report: "{ROOT}/workflow/report/workflow.rst"
+            include: "{ROOT}/workflow/rules/common.smk"
+            include: "{ROOT}/workflow/rules/evaluate.smk"
+            rule fake_inputs:
+                output:
+                    results("dataset", "positron.npz"),
+                    expand(results("samples", "{{method}}.npz"), method=METHODS),
+                shell:
+                    "cp -r {tmp_path}/inputs/dataset {tmp_path}/inputs/samples results/"
+            rule all:
+                input:
+                    TARGETS["evaluate"],
+                default_target: True
+            """
+        )
+    )
+    (tmp_path / "config.yaml").write_text("device: cpu\nevaluation:\n  samples: 20\n  swd_patches: 256\n")
+    exe = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
+    run = subprocess.run([exe, "--cores", "2"], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "results" / "eval" / "table.md").exists()
+    rep = subprocess.run(
+        [exe, "--report", "results/report.html"], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    html = (tmp_path / "results" / "report.html").read_text()
+    for item in ("grid.png", "table.md", "metrics.csv", "Evaluation", "simulates industrial"):
+        assert item in html

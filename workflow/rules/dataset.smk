@@ -1,0 +1,32 @@
+# The 2D positron image dataset: slices of every reconstruction with their truth, split by scan.
+
+
+rule build_positron_dataset:
+    input:
+        recon=expand(results("recon", "{scan}.npz"), scan=SCANS),
+        truth=expand(results("truth", "{scan}.npz"), scan=SCANS),
+    output:
+        npz=results("dataset", "positron.npz"),
+        png=results("dataset", "positron.png"),
+    log:
+        "logs/build_positron_dataset/positron.log",
+    benchmark:
+        "benchmarks/build_positron_dataset/positron.tsv"
+    conda:
+        "../../envs/recon.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    params:
+        cfg=cfg_json("dataset"),
+    shell:
+        "positrongan build-dataset --config-json {params.cfg:q} --threads {threads} "
+        "--recon {input.recon} --truth {input.truth} --out {output.npz} --png {output.png} "
+        "> {log} 2>&1"
+
+
+TARGETS["dataset"] = [
+    results("dataset", "positron.npz"),
+    results("dataset", "positron.png"),
+]

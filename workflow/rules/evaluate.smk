@@ -1,0 +1,50 @@
+# Evaluation of every method's samples against the held-out real positron images:
+# MS-SSIM (diversity, memorisation), FID/KID (when the Inception weights are present), SWD.
+
+
+rule evaluate_methods:
+    input:
+        dataset=results("dataset", "positron.npz"),
+        samples=expand(results("samples", "{method}.npz"), method=METHODS),
+    output:
+        metrics=report(
+            results("eval", "metrics.csv"),
+            caption="../report/metrics.rst",
+            category="Evaluation",
+        ),
+        table=report(
+            results("eval", "table.md"),
+            caption="../report/table.rst",
+            category="Evaluation",
+        ),
+        grid=report(
+            results("eval", "grid.png"),
+            caption="../report/grid.rst",
+            category="Evaluation",
+        ),
+    log:
+        "logs/evaluate_methods/eval.log",
+    benchmark:
+        "benchmarks/evaluate_methods/eval.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    # Not capped_threads(): it reads workflow.cores, which `snakemake --report` (run without
+    # --cores) cannot provide. Snakemake scales threads down to --cores by itself.
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        cfg=cfg_json("training", "evaluation"),
+    shell:
+        "positrongan evaluate --config-json {params.cfg:q} --threads {threads} "
+        "--dataset {input.dataset} --samples {input.samples} "
+        "--metrics {output.metrics} --table {output.table} --grid {output.grid} "
+        "> {log} 2>&1"
+
+
+TARGETS["evaluate"] = [
+    results("eval", "metrics.csv"),
+    results("eval", "table.md"),
+    results("eval", "grid.png"),
+]
