@@ -3,7 +3,9 @@
 1. Nearest-training-image MS-SSIM, all pairs: our precomputed-statistics path vs calling
    pytorch-msssim on every pair, measured in the same run (at 112 px, the smallest size
    pytorch-msssim accepts for our 3-scale, 7-tap setting), with the largest difference.
-2. The whole stage at the default config (4 methods x 256 samples, 64 px) on synthetic images:
+2. Fréchet distance: ours (nuclear norm of the N_a x N_b cross product) vs pytorch-fid's
+   ``calculate_frechet_distance`` (2048-d sqrtm; here 512-d to keep the run short: sqrtm is cubic).
+3. The whole stage at the default config (4 methods x 256 samples, 64 px) on synthetic images:
    wall time per metric and in total.
 
 Run: OMP_NUM_THREADS=1 python bench/bench_evaluate.py [--threads 1]
@@ -64,6 +66,34 @@ def bench_matrix(rng) -> dict:
         "pytorch_msssim_s": round(t_ref, 3),
         "speedup": round(t_ref / t_ours, 2),
         "max_abs_diff": float(np.abs(ours - ref).max()),
+    }
+
+
+def bench_frechet(rng, dim: int = 512) -> dict:
+    import warnings
+
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from positrongan.metrics.fid import frechet_distance
+
+    mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)
+    a = np.maximum(rng.standard_normal((256, dim)) @ mix, 0)
+    b = np.maximum(rng.standard_normal((60, dim)) @ mix + 0.3, 0)
+    t0 = time.perf_counter()
+    ours = frechet_distance(a, b)
+    t_ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ref = calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    t_ref = time.perf_counter() - t0
+    return {
+        "n": [256, 60],
+        "dim": dim,
+        "ours_s": round(t_ours, 4),
+        "pytorch_fid_s": round(t_ref, 3),
+        "speedup": round(t_ref / t_ours, 1),
+        "rel_diff": abs(ours - ref) / abs(ref),
     }
 
 
@@ -130,7 +160,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    out = {"threads": args.threads, "msssim_matrix": bench_matrix(rng), "stage": bench_stage(rng)}
+    out = {
+        "threads": args.threads,
+        "msssim_matrix": bench_matrix(rng),
+        "frechet": bench_frechet(rng),
+        "stage": bench_stage(rng),
+    }
     print(json.dumps(out, indent=2))
 
 

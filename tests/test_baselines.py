@@ -4,6 +4,7 @@ training steps through the shared loop, and samples in range through the CLI."""
 import numpy as np
 import pytest
 import torch
+from test_gan import _files, outputs, read_rows, small_cfg, tiny_set, train_args
 
 from positrongan.cli import main
 from positrongan.io import load_npz
@@ -11,8 +12,6 @@ from positrongan.models.baselines import DCGANDiscriminator, DCGANGenerator, wga
 from positrongan.train.baselines import gradient_penalty
 from positrongan.train.factory import build_trainer
 from positrongan.train.loop import train
-
-from test_gan import _files, outputs, read_rows, small_cfg, tiny_set, train_args
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -69,22 +68,60 @@ def test_baseline_commands_write_samples_in_range(tmp_path, method):
     assert main(train_args(tmp_path, method, data) + extra) == 0
     out = tmp_path / f"{method}.npz"
     gen = tmp_path / method / "generator.pt"
-    assert main(["sample", "--method", method, "--generator", str(gen), "--out", str(out),
-                 "--set", "evaluation.samples=7", "--set", "device=cpu"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--method",
+                method,
+                "--generator",
+                str(gen),
+                "--out",
+                str(out),
+                "--set",
+                "evaluation.samples=7",
+                "--set",
+                "device=cpu",
+            ]
+        )
+        == 0
+    )
     s = load_npz(out, required=("images", "method", "train_seconds", "samples_per_second"))
     assert s["images"].shape == (7, 32, 32) and s["images"].dtype == np.float32
     assert 0 <= s["images"].min() and s["images"].max() <= 1
     assert str(s["method"]) == method
     # Sampling is seeded: the same command gives the same images.
     out2 = tmp_path / f"{method}_again.npz"
-    main(["sample", "--method", method, "--generator", str(gen), "--out", str(out2),
-          "--set", "evaluation.samples=7", "--set", "device=cpu"])
+    main(
+        [
+            "sample",
+            "--method",
+            method,
+            "--generator",
+            str(gen),
+            "--out",
+            str(out2),
+            "--set",
+            "evaluation.samples=7",
+            "--set",
+            "device=cpu",
+        ]
+    )
     np.testing.assert_array_equal(load_npz(out2)["images"], s["images"])
 
 
 def test_sample_refuses_a_generator_of_another_method(tmp_path, capsys):
     data, _, _ = _files(tmp_path)
     assert main(train_args(tmp_path, "dcgan", data) + ["--set", "training.baseline_channels=4"]) == 0
-    code = main(["sample", "--method", "vae", "--generator", str(tmp_path / "dcgan" / "generator.pt"),
-                 "--out", str(tmp_path / "x.npz")])
+    code = main(
+        [
+            "sample",
+            "--method",
+            "vae",
+            "--generator",
+            str(tmp_path / "dcgan" / "generator.pt"),
+            "--out",
+            str(tmp_path / "x.npz"),
+        ]
+    )
     assert code == 2 and "dcgan" in capsys.readouterr().err

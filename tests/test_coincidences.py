@@ -53,7 +53,9 @@ def test_every_coincidence_is_inside_the_window():
     dt = prompts["GlobalTime2"] - prompts["GlobalTime1"]
     assert dt.size > 1000 and np.all((dt >= 0) & (dt <= 10.0))
     # Every pair within the window is found: compare with a brute-force count.
-    brute = sum(int(np.sum((t[k + 1 :] - t[k] <= 10.0) & (s["CrystalID"][k + 1 :] != s["CrystalID"][k]))) for k in range(t.size))
+    brute = sum(
+        int(np.sum((t[k + 1 :] - t[k] <= 10.0) & (s["CrystalID"][k + 1 :] != s["CrystalID"][k]))) for k in range(t.size)
+    )
     assert dt.size == brute
 
 
@@ -101,7 +103,10 @@ def _opengate_sorter():
     return coincidences_sorter
 
 
-@pytest.mark.parametrize("policy,gate_policy", [("kill_all", "RemoveMultiples"), ("take_all_good", "TakeAllGoods"), ("take_winner", "TakeWinnerOfGoods")])
+@pytest.mark.parametrize(
+    "policy,gate_policy",
+    [("kill_all", "RemoveMultiples"), ("take_all_good", "TakeAllGoods"), ("take_winner", "TakeWinnerOfGoods")],
+)
 def test_agrees_with_opengate_offline_sorter(tmp_path, policy, gate_policy):
     import uproot
 
@@ -113,7 +118,9 @@ def test_agrees_with_opengate_offline_sorter(tmp_path, policy, gate_policy):
     s = _singles(t, crystals=crystal, energies=rng.uniform(0.35, 0.65, n))
     s.update(
         PreStepUniqueVolumeID=np.array([f"0_0_{c // 100}_{c % 100}" for c in crystal]),
-        PostPosition_X=rng.normal(size=n), PostPosition_Y=rng.normal(size=n), PostPosition_Z=rng.normal(size=n),
+        PostPosition_X=rng.normal(size=n),
+        PostPosition_Y=rng.normal(size=n),
+        PostPosition_Z=rng.normal(size=n),
     )
     path = tmp_path / "singles.root"
     with uproot.recreate(path) as f:

@@ -25,8 +25,13 @@ def fake_scan(folder, scan, rng):
     defects[6, 12, 12] = 1
     image = act * 5 + rng.random(act.shape).astype(np.float32)
     sino = rng.poisson(3.0, (PLANES, 10, 7)).astype(np.float32)
-    np.savez(folder / f"recon_{scan}.npz", image=image, sinogram=sino, voxel_mm=np.array([2.0, 1, 1]),
-             origin_mm=np.array([-14.0, -11.5, -11.5]))
+    np.savez(
+        folder / f"recon_{scan}.npz",
+        image=image,
+        sinogram=sino,
+        voxel_mm=np.array([2.0, 1, 1]),
+        origin_mm=np.array([-14.0, -11.5, -11.5]),
+    )
     np.savez(folder / f"truth_{scan}.npz", activity=act, mu=0.01 * act, defects=defects)
     return folder / f"recon_{scan}.npz", folder / f"truth_{scan}.npz"
 
@@ -114,9 +119,21 @@ def test_cli_writes_dataset_and_overview(scans, tmp_path, capsys):
     out = tmp_path / "ds" / "positron.npz"
 
     def run():
-        return main(["build-dataset", "--set", "dataset.image_size=32", "--out", str(out),
-                     "--png", str(tmp_path / "ds.png"), "--recon", *map(str, sorted(rdir.glob("*.npz"))),
-                     "--truth", *map(str, sorted(tdir.glob("*.npz")))])
+        return main(
+            [
+                "build-dataset",
+                "--set",
+                "dataset.image_size=32",
+                "--out",
+                str(out),
+                "--png",
+                str(tmp_path / "ds.png"),
+                "--recon",
+                *map(str, sorted(rdir.glob("*.npz"))),
+                "--truth",
+                *map(str, sorted(tdir.glob("*.npz"))),
+            ]
+        )
 
     assert run() == 0
     z = np.load(out)

@@ -92,7 +92,9 @@ def test_extract_features_command_writes_the_contract(tmp_path, method):
     out = tmp_path / "features.npz"
     sets = ["--set", f"features.method={method}", "--set", "features.components=6", "--set", "features.pcanet_block=8"]
     assert main(["extract-features", "--dataset", str(data), "--out", str(out), *sets]) == 0
-    feats = load_npz(out, required=("memory", "components", "mean", "explained_variance", "explained_variance_ratio", "method"))
+    feats = load_npz(
+        out, required=("memory", "components", "mean", "explained_variance", "explained_variance_ratio", "method")
+    )
     assert feats["memory"].shape == (len(train), 6)
     assert str(feats["method"]) == method
     if method == "pca":
@@ -105,8 +107,19 @@ def test_extract_features_bad_inputs_give_one_line(tmp_path, capsys):
     assert main(["extract-features", "--dataset", str(tmp_path / "none.npz"), "--out", str(tmp_path / "f.npz")]) == 2
     assert "file not found" in capsys.readouterr().err
     data, _ = _dataset(tmp_path)
-    code = main(["extract-features", "--dataset", str(data), "--out", str(tmp_path / "f.npz"),
-                 "--set", "features.method=pcanet", "--set", "features.pcanet_block=64"])
+    code = main(
+        [
+            "extract-features",
+            "--dataset",
+            str(data),
+            "--out",
+            str(tmp_path / "f.npz"),
+            "--set",
+            "features.method=pcanet",
+            "--set",
+            "features.pcanet_block=64",
+        ]
+    )
     assert code == 2
     assert "features.pcanet_block" in capsys.readouterr().err
     assert not (tmp_path / "f.npz").exists()

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_features import rings
 
 from positrongan.cli import main
 from positrongan.config import validate
@@ -18,8 +19,6 @@ from positrongan.train.checkpoint import TrainingError
 from positrongan.train.gan import OursTrainer, apg_loss
 from positrongan.train.latents import CTLatents
 from positrongan.train.loop import Outputs, train
-
-from test_features import rings
 
 
 def small_cfg(**over):
@@ -213,24 +212,59 @@ def _files(tmp_path, n=16, size=32):
     split = np.array(["train"] * (n - 4) + ["test"] * 4)
     save_npz(data, images=rings(n, size), split=split)
     feats = tmp_path / "features.npz"
-    assert main(["extract-features", "--dataset", str(data), "--out", str(feats), "--set", "features.components=4"]) == 0
+    assert (
+        main(["extract-features", "--dataset", str(data), "--out", str(feats), "--set", "features.components=4"]) == 0
+    )
     lat = tmp_path / "latents.npz"
     rng = np.random.default_rng(0)
-    save_npz(lat, mu=rng.normal(size=(30, 8)).astype(np.float32), logvar=np.full((30, 8), -1.0, np.float32),
-             names=np.array([f"ct{i}" for i in range(30)]))
+    save_npz(
+        lat,
+        mu=rng.normal(size=(30, 8)).astype(np.float32),
+        logvar=np.full((30, 8), -1.0, np.float32),
+        names=np.array([f"ct{i}" for i in range(30)]),
+    )
     return data, feats, lat
 
 
-SMALL = ["--set", "training.iterations=3", "--set", "training.batch_size=4", "--set", "training.g_channels=16",
-         "--set", "training.growth_rate=4", "--set", "training.dense_layers=2", "--set", "training.d_channels=8",
-         "--set", "evaluation.samples=10", "--set", "device=cpu"]
+SMALL = [
+    "--set",
+    "training.iterations=3",
+    "--set",
+    "training.batch_size=4",
+    "--set",
+    "training.g_channels=16",
+    "--set",
+    "training.growth_rate=4",
+    "--set",
+    "training.dense_layers=2",
+    "--set",
+    "training.d_channels=8",
+    "--set",
+    "evaluation.samples=10",
+    "--set",
+    "device=cpu",
+]
 
 
 def train_args(tmp_path, method, data, extra=()):
     out = tmp_path / method
-    return ["train", "--method", method, "--dataset", str(data), *extra, "--generator", str(out / "generator.pt"),
-            "--checkpoint", str(out / "checkpoint.pt"), "--losses", str(out / "losses.csv"),
-            "--samples", str(out / "samples.png"), *SMALL]
+    return [
+        "train",
+        "--method",
+        method,
+        "--dataset",
+        str(data),
+        *extra,
+        "--generator",
+        str(out / "generator.pt"),
+        "--checkpoint",
+        str(out / "checkpoint.pt"),
+        "--losses",
+        str(out / "losses.csv"),
+        "--samples",
+        str(out / "samples.png"),
+        *SMALL,
+    ]
 
 
 @pytest.mark.parametrize("latent", ["ct", "prior"])
@@ -240,16 +274,34 @@ def test_train_and_sample_commands_for_ours(tmp_path, latent):
     for name in ("generator.pt", "checkpoint.pt", "losses.csv", "samples.png"):
         assert (tmp_path / "ours" / name).stat().st_size > 0
     out = tmp_path / "ours.npz"
-    assert main(["sample", "--method", "ours", "--generator", str(tmp_path / "ours" / "generator.pt"),
-                 "--latents", str(lat), "--out", str(out), "--set", f"training.sample_latent={latent}", *SMALL]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--method",
+                "ours",
+                "--generator",
+                str(tmp_path / "ours" / "generator.pt"),
+                "--latents",
+                str(lat),
+                "--out",
+                str(out),
+                "--set",
+                f"training.sample_latent={latent}",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     s = load_npz(out, required=("images", "method", "train_seconds", "samples_per_second"))
     assert s["images"].shape == (10, 32, 32)
     assert s["images"].min() >= 0 and s["images"].max() <= 1
     assert str(s["method"]) == "ours" and float(s["train_seconds"]) > 0 and float(s["samples_per_second"]) > 0
+    assert str(s["variant"]) == "ours" and str(s["latent"]) == latent
 
 
 def test_train_command_errors_are_one_line(tmp_path, capsys):
-    data, feats, lat = _files(tmp_path)
+    data, _, _ = _files(tmp_path)
     assert main(train_args(tmp_path, "ours", data)) == 2
     assert "--features" in capsys.readouterr().err
     assert main(train_args(tmp_path, "dcgan", tmp_path / "missing.npz")) == 2
@@ -277,3 +329,23 @@ def test_fine_tuning_the_ct_encoder_updates_it_and_exports_its_latents(tmp_path)
     blob = train(tr, images, cfg, outputs(tmp_path), seed=0)
     assert not torch.equal(w0, vae.fc_mu.weight)
     assert blob["ct_mu"].shape == (10, 6) and blob["ct_logvar"].shape == (10, 6)
+
+
+def test_options_are_named_in_the_variant():
+    images = tiny_set()
+    assert ours(small_cfg(), images).variant == "ours"
+    assert ours(small_cfg(diffaugment=True, ema=0.99), images).variant == "ours+diffaugment+ema"
+    assert ours(small_cfg(train_memory=True), images).variant == "ours+memory"
+
+
+@pytest.mark.gpu
+def test_mixed_precision_steps_on_cuda_are_finite():
+    device = torch.device("cuda")
+    images = tiny_set().to(device)
+    torch.manual_seed(0)
+    latents = CTLatents(torch.randn(20, 6), torch.full((20, 6), -2.0))
+    tr = OursTrainer(latents, torch.randn(len(images), 5), 32, small_cfg(amp=True), device)
+    for _ in range(3):
+        losses = tr.step(images[:8])
+    assert all(math.isfinite(v) for v in losses.values())
+    assert tr.sample(4, torch.Generator(device=device).manual_seed(0)).shape == (4, 1, 32, 32)

@@ -52,6 +52,15 @@ with atomic_path({str(dest)!r}) as tmp:
     assert not dest.exists()
 
 
+def test_artifacts_get_the_usual_permissions(tmp_path):
+    dest = tmp_path / "a.txt"
+    with atomic_path(dest) as tmp:
+        tmp.write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_atomic_dir(tmp_path):
     dest = tmp_path / "series"
     with pytest.raises(ValueError):

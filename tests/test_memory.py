@@ -32,7 +32,7 @@ def test_score_is_the_bilinear_form_and_context_the_weighted_memory():
     scores = torch.tensor([[float((z[b] @ mem.w_a @ y[s]).detach()) for s in range(len(y))] for b in range(3)])
     a = torch.softmax(scores, dim=1)
     torch.testing.assert_close(mem.attention(z), a)
-    zc, weights = mem(z)
+    zc, _ = mem(z)
     torch.testing.assert_close(zc[:, :4], z)
     torch.testing.assert_close(zc[:, 4:], a @ y)
     assert mem.out_dim == 4 + 5

@@ -120,6 +120,22 @@ def test_frechet_distance_of_a_set_with_itself_is_zero():
     assert fid.frechet_distance(act, act) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("n_a,n_b,dim", [(300, 200, 12), (40, 25, 64)])  # second: N < D, singular covariances
+def test_frechet_distance_matches_pytorch_fid(n_a, n_b, dim):
+    import warnings
+
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    rng = np.random.default_rng(n_a)
+    mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)
+    a = np.maximum(rng.standard_normal((n_a, dim)) @ mix, 0)
+    b = np.maximum(rng.standard_normal((n_b, dim)) @ mix + 0.3, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # scipy's sqrtm `disp`, passed by pytorch-fid
+        ref = calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    assert fid.frechet_distance(a, b) == pytest.approx(ref, rel=1e-5, abs=1e-8)
+
+
 def test_frechet_distance_of_a_mean_shift_is_its_squared_norm():
     rng = np.random.default_rng(5)
     act = rng.standard_normal((300, 8))

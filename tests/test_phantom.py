@@ -8,7 +8,7 @@ import pytest
 
 from positrongan import config as configlib
 from positrongan.errors import ConfigError
-from positrongan.geometry.phantom import AIR, FLUID, GAS, WALL, TubePhantom, truth_maps
+from positrongan.geometry.phantom import AIR, FLUID, GAS, WALL, TubePhantom
 from positrongan.simulate.scan import draw_phantom, make_truth, mu_511
 
 
@@ -18,8 +18,16 @@ def _cfg(**phantom):
 
 def _plain_tube(**kw):
     args = dict(
-        length_mm=100.0, a_mm=30.0, b_mm=20.0, wall_mm=4.0, wall_variation=0.5, wall_phase=0.3,
-        psi=0.0, bend_mm=0.0, bend_direction=0.0, deposit_material="CaCO3",
+        length_mm=100.0,
+        a_mm=30.0,
+        b_mm=20.0,
+        wall_mm=4.0,
+        wall_variation=0.5,
+        wall_phase=0.3,
+        psi=0.0,
+        bend_mm=0.0,
+        bend_direction=0.0,
+        deposit_material="CaCO3",
     )
     args.update(kw)
     return TubePhantom(**args)
@@ -63,7 +71,12 @@ def test_defects_are_drawn_from_the_seed_within_the_configured_ranges():
 def test_crack_lets_fluid_through_the_wall_and_bubble_is_gas():
     cfg = _cfg(
         bend_mm=[0.0, 0.0],
-        defects={"cracks": {"count": [1, 1]}, "pits": {"count": [0, 0]}, "blockages": {"count": [0, 0]}, "bubbles": {"count": [1, 1]}},
+        defects={
+            "cracks": {"count": [1, 1]},
+            "pits": {"count": [0, 0]},
+            "blockages": {"count": [0, 0]},
+            "bubbles": {"count": [1, 1]},
+        },
     )
     tube = draw_phantom(cfg, "scan_003")
     crack = next(d for d in tube.defects if d.type == "crack")
@@ -90,7 +103,11 @@ def test_truth_maps_conserve_the_fluid_volume_and_carry_xcom_attenuation():
         {
             "scanner": {"crystals_per_ring": 96, "rings": 8},
             "reconstruction": {"grid": 48, "fov_mm": 96.0},
-            "phantom": {"length_mm": 10.0, "bend_mm": [0.0, 0.0], "defects": {k: {"count": [0, 0]} for k in ("cracks", "pits", "blockages", "bubbles")}},
+            "phantom": {
+                "length_mm": 10.0,
+                "bend_mm": [0.0, 0.0],
+                "defects": {k: {"count": [0, 0]} for k in ("cracks", "pits", "blockages", "bubbles")},
+            },
         }
     )
     tube = draw_phantom(cfg, "scan_000")

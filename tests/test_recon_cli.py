@@ -30,21 +30,20 @@ def opts(extra=()):
 
 def truth_maps():
     """Activity: an off-centre disc of fluid in the middle planes; mu: water in it."""
-    planes, g = SCANNER.n_planes, 16
+    g = 16
     c = -16 + (np.arange(g) + 0.5) * 2
     x, y = np.meshgrid(c, c)
     disc = ((x - 3) ** 2 + (y + 2) ** 2) < 8**2
-    act = np.zeros((planes, g, g), np.float32)
+    act = np.zeros((SCANNER.n_planes, g, g), np.float32)
     act[1:-1] = disc
     mu = 0.0096 * act
-    defects = np.zeros((planes, g, g), np.uint8)
+    defects = np.zeros(act.shape, np.uint8)
     defects[3, 8, 9] = 4
     return act, mu.astype(np.float32), defects
 
 
 def draw_coincidences(act, n, rng):
     """Emission points from the activity map, isotropic back-to-back photons, the crystals they hit."""
-    planes, g, _ = act.shape
     p = act.ravel() / act.sum()
     idx = rng.choice(act.size, size=n, p=p)
     k, iy, ix = np.unravel_index(idx, act.shape)
@@ -95,11 +94,26 @@ def test_reconstruct_writes_npz_png_and_a_readable_dicom_series(scan_files, tmp_
     model = tmp_path / "model.npz"
     assert main(["system-model", *opts(), "--out", str(model)]) == 0
     out = tmp_path / "scan_000.npz"
-    rc = main([
-        "reconstruct", *opts(), "--scan", "scan_000", "--root", str(root / "scan_000.root"),
-        "--truth", str(root / "truth.npz"), "--system-model", str(model), "--out", str(out),
-        "--png", str(tmp_path / "scan_000.png"), "--dicom", str(tmp_path / "scan_000_dicom"),
-    ])
+    rc = main(
+        [
+            "reconstruct",
+            *opts(),
+            "--scan",
+            "scan_000",
+            "--root",
+            str(root / "scan_000.root"),
+            "--truth",
+            str(root / "truth.npz"),
+            "--system-model",
+            str(model),
+            "--out",
+            str(out),
+            "--png",
+            str(tmp_path / "scan_000.png"),
+            "--dicom",
+            str(tmp_path / "scan_000_dicom"),
+        ]
+    )
     assert rc == 0
     z = np.load(out)
     img = z["image"]
@@ -141,8 +155,16 @@ def test_mismatched_model_and_bad_inputs_exit_with_one_line(scan_files, tmp_path
     root, _ = scan_files
     model = tmp_path / "model.npz"
     assert main(["system-model", *opts(["reconstruction.grid=24"]), "--out", str(model)]) == 0
-    base = ["reconstruct", *opts(), "--scan", "scan_000", "--truth", str(root / "truth.npz"),
-            "--out", str(tmp_path / "x.npz")]
+    base = [
+        "reconstruct",
+        *opts(),
+        "--scan",
+        "scan_000",
+        "--truth",
+        str(root / "truth.npz"),
+        "--out",
+        str(tmp_path / "x.npz"),
+    ]
     capsys.readouterr()
     assert main([*base, "--root", str(root / "scan_000.root"), "--system-model", str(model)]) == 2
     err = errors(capsys)

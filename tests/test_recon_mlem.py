@@ -135,8 +135,7 @@ def noisy_case(model, seed=3, randoms_level=0.3):
 
 def test_mlem_loglik_never_decreases(model):
     counts, atten, randoms = noisy_case(model)
-    res = reconstruct(model, counts, iterations=30, subsets=1, attenuation=atten, randoms=randoms,
-                      show_progress=False)
+    res = reconstruct(model, counts, iterations=30, subsets=1, attenuation=atten, randoms=randoms, show_progress=False)
     assert len(res.loglik) == 30
     assert np.all(np.isfinite(res.loglik))
     steps = np.diff(res.loglik)
@@ -146,8 +145,7 @@ def test_mlem_loglik_never_decreases(model):
 
 def test_osem_with_one_subset_equals_a_reference_mlem(model):
     counts, atten, randoms = noisy_case(model, seed=4)
-    res = reconstruct(model, counts, iterations=8, subsets=1, attenuation=atten, randoms=randoms,
-                      show_progress=False)
+    res = reconstruct(model, counts, iterations=8, subsets=1, attenuation=atten, randoms=randoms, show_progress=False)
     # Reference: textbook MLEM with a dense matrix, plane by plane, in float64.
     a = model.matrix.toarray().astype(np.float64)
     for p in range(len(counts)):
@@ -190,7 +188,7 @@ def test_attenuation_correction_restores_a_uniform_cylinder(model):
     frac = ((fx**2 + fy**2) <= radius**2).reshape(GRID, sub, GRID, sub).mean((1, 3))
     mu = np.stack([mu_val * frac] * len(data)).astype(np.float32)
     rr = np.hypot(x, y)
-    kw = dict(iterations=20, subsets=4, show_progress=False)
+    kw = {"iterations": 20, "subsets": 4, "show_progress": False}
     plain = reconstruct(model, data, **kw).image[0]
     corrected = reconstruct(model, data, attenuation=attenuation_factors(model, mu), **kw).image[0]
 
@@ -221,3 +219,13 @@ def test_system_model_round_trips_and_checks_its_fingerprint(model, tmp_path):
     assert back.geometry == model.geometry
     with pytest.raises(ArtifactError, match="m.npz"):
         SystemModel.load(tmp_path / "m.npz", expect_fingerprint=model.fingerprint.replace("32", "33"))
+
+
+@pytest.mark.gpu
+def test_cuda_reconstruction_matches_cpu(model):
+    counts, atten, randoms = noisy_case(model)
+    kw = {"iterations": 5, "subsets": 4, "attenuation": atten, "randoms": randoms, "show_progress": False}
+    cpu = reconstruct(model, counts, device="cpu", **kw)
+    gpu = reconstruct(model, counts, device="cuda", **kw)
+    np.testing.assert_allclose(gpu.image, cpu.image, rtol=1e-3, atol=1e-5 * cpu.image.max())
+    np.testing.assert_allclose(gpu.loglik, cpu.loglik, rtol=1e-6)

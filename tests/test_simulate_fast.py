@@ -66,7 +66,10 @@ def test_files_have_the_contract_schema(default_run):
 
     sc = Scanner.from_config(cfg["scanner"])
     assert np.all((r >= sc.inner_radius_mm - 1e-6) & (r <= sc.outer_radius_mm + 1e-6))
-    assert np.all(sc.locate(singles["PostPosition_X"], singles["PostPosition_Y"], singles["PostPosition_Z"]) == singles["CrystalID"])
+    assert np.all(
+        sc.locate(singles["PostPosition_X"], singles["PostPosition_Y"], singles["PostPosition_Z"])
+        == singles["CrystalID"]
+    )
 
 
 def test_every_single_is_in_the_energy_window_and_pairs_in_the_time_window(default_run):
@@ -95,7 +98,9 @@ def test_trues_fraction_falls_and_randoms_match_delayed_as_activity_rises(tmp_pa
     fractions = []
     for k, (activity, seconds) in enumerate([(1e4, 1.0), (2e6, 0.005), (5e7, 0.0004)]):
         _, info, _ = _run(
-            tmp_path, f"act{k}", phantom={"activity_bq": activity, "acquisition_s": seconds},
+            tmp_path,
+            f"act{k}",
+            phantom={"activity_bq": activity, "acquisition_s": seconds},
             digitizer={"multiples_policy": "take_all_good"},
         )
         fractions.append(info["trues"] / info["prompts"])

@@ -18,7 +18,9 @@ from positrongan.simulate.rootio import read_tree
 from positrongan.simulate.scan import draw_phantom, resolve_engine, simulate_scan
 
 HAS_OPENGATE = importlib.util.find_spec("opengate") is not None
-needs_opengate = pytest.mark.skipif(not HAS_OPENGATE, reason="opengate is not installed (pip install 'positrongan[gate]')")
+needs_opengate = pytest.mark.skipif(
+    not HAS_OPENGATE, reason="opengate is not installed (pip install 'positrongan[gate]')"
+)
 GATE_OK, GATE_REASON = gate.availability()
 
 SMALL = {
@@ -26,8 +28,14 @@ SMALL = {
     "scanner": {"crystals_per_ring": 32, "rings": 4, "crystal_pitch_mm": 12.0},
     "simulation": {"engine": "fast", "chunk_decays": 4000},
     "reconstruction": {"grid": 32, "fov_mm": 96.0},
-    "phantom": {"activity_bq": 1.0e6, "acquisition_s": 0.005, "length_mm": 16.0, "outer_semi_axes_mm": [20.0, 15.0], "wall_thickness_mm": 3.0,
-                "defects": {k: {"count": [0, 0]} for k in ("cracks", "pits", "blockages", "bubbles")}},
+    "phantom": {
+        "activity_bq": 1.0e6,
+        "acquisition_s": 0.005,
+        "length_mm": 16.0,
+        "outer_semi_axes_mm": [20.0, 15.0],
+        "wall_thickness_mm": 3.0,
+        "defects": {k: {"count": [0, 0]} for k in ("cracks", "pits", "blockages", "bubbles")},
+    },
     "digitizer": {"delayed_window": False},
 }
 
@@ -151,7 +159,9 @@ def test_fast_engine_file_sorts_identically_with_opengate_sorter(tmp_path):
     root = tmp_path / "s.root"
     simulate_scan(cfg, "scan_000", root, tmp_path / "s.json", None)
     with uproot.open(root) as f:
-        ref = coincidences_sorter(f["Singles"], 10.0, "RemoveMultiples", None, None, None, chunk_size=20000, return_type="pd")
+        ref = coincidences_sorter(
+            f["Singles"], 10.0, "RemoveMultiples", None, None, None, chunk_size=20000, return_type="pd"
+        )
     ours = read_tree(root, "Coincidences", ["EventID1", "EventID2", "GlobalTime1"])
     assert ours["EventID1"].size > 100
     assert np.array_equal(np.sort(ours["GlobalTime1"]), np.sort(ref["GlobalTime1"].to_numpy()))
@@ -163,7 +173,13 @@ def test_fast_engine_file_sorts_identically_with_opengate_sorter(tmp_path):
 def test_fast_and_gate_agree_on_counts_scatter_and_spectrum(tmp_path):
     cfg = _cfg(phantom={"activity_bq": 2.0e5, "acquisition_s": 0.05})
     fast = simulate_scan(cfg, "scan_000", tmp_path / "f.root", tmp_path / "f.json", None)
-    g = simulate_scan(_cfg(simulation={"engine": "gate"}, phantom={"activity_bq": 2.0e5, "acquisition_s": 0.05}), "scan_000", tmp_path / "g.root", tmp_path / "g.json", None)
+    g = simulate_scan(
+        _cfg(simulation={"engine": "gate"}, phantom={"activity_bq": 2.0e5, "acquisition_s": 0.05}),
+        "scan_000",
+        tmp_path / "g.root",
+        tmp_path / "g.json",
+        None,
+    )
     assert g["engine"] == "gate"
     assert g["singles"] == pytest.approx(fast["singles"], rel=0.15)
     assert g["prompts"] == pytest.approx(fast["prompts"], rel=0.15)

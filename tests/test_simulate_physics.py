@@ -32,7 +32,16 @@ def test_klein_nishina_angles_follow_the_analytic_distribution(energy):
     edges = np.linspace(-1, 1, 41)
     counts, _ = np.histogram(cos_t, edges)
     norm = integrate.quad(lambda c: mat.klein_nishina_pdf_cos(c, energy), -1, 1)[0]
-    expected = np.array([integrate.quad(lambda c: mat.klein_nishina_pdf_cos(c, energy), a, b)[0] for a, b in zip(edges[:-1], edges[1:])]) / norm * n
+    expected = (
+        np.array(
+            [
+                integrate.quad(lambda c: mat.klein_nishina_pdf_cos(c, energy), a, b)[0]
+                for a, b in zip(edges[:-1], edges[1:])
+            ]
+        )
+        / norm
+        * n
+    )
     chi2 = np.sum((counts - expected) ** 2 / expected)
     assert stats.chi2.sf(chi2, len(counts) - 1) > 1e-3, chi2
     # Energy is tied to the angle by the Compton formula.
@@ -49,7 +58,12 @@ def test_klein_nishina_energies_follow_the_analytic_cdf():
 
     def cdf(e):  # E' <= e  <=>  cos(theta) <= 1 - (E/e - 1) / k
         c = np.clip(1 - (energy / np.asarray(e) - 1) / k, -1, 1)
-        return np.array([integrate.quad(lambda x: mat.klein_nishina_pdf_cos(x, energy), -1, ci)[0] for ci in np.atleast_1d(c)]) / norm
+        return (
+            np.array(
+                [integrate.quad(lambda x: mat.klein_nishina_pdf_cos(x, energy), -1, ci)[0] for ci in np.atleast_1d(c)]
+            )
+            / norm
+        )
 
     grid = np.linspace(e_out.min(), energy, 400)
     table = cdf(grid)
@@ -69,7 +83,9 @@ def test_rotation_keeps_the_requested_angle_and_unit_length():
 
 
 def _engine(tube, **sim):
-    cfg = configlib.validate({"simulation": {"max_scatter_orders": 0, **sim}, "scanner": {"crystals_per_ring": 96, "rings": 8}})
+    cfg = configlib.validate(
+        {"simulation": {"max_scatter_orders": 0, **sim}, "scanner": {"crystals_per_ring": 96, "rings": 8}}
+    )
     return FastEngine(tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"])
 
 
@@ -77,8 +93,12 @@ def _radial_photons(n, radius, rng):
     phi = rng.uniform(0, 2 * np.pi, n)
     d = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)
     return Photons(
-        pos=d * radius, dir=d.copy(), energy=np.full(n, 0.511), path=np.zeros(n),
-        scatters=np.zeros(n, np.int16), alive=np.ones(n, bool),
+        pos=d * radius,
+        dir=d.copy(),
+        energy=np.full(n, 0.511),
+        path=np.zeros(n),
+        scatters=np.zeros(n, np.int16),
+        alive=np.ones(n, bool),
     )
 
 
@@ -87,8 +107,16 @@ def test_unscattered_fraction_through_the_wall_is_beer_lambert(start):
     # A round tube with a uniform 20 mm aluminium wall; photons fly radially outwards. With no
     # scatter followed, a photon survives only if it never interacts: P = exp(-sum mu_i L_i).
     tube = TubePhantom(
-        length_mm=200.0, a_mm=50.0, b_mm=50.0, wall_mm=20.0, wall_variation=0.0, wall_phase=0.0,
-        psi=0.0, bend_mm=0.0, bend_direction=0.0, deposit_material="CaCO3",
+        length_mm=200.0,
+        a_mm=50.0,
+        b_mm=50.0,
+        wall_mm=20.0,
+        wall_variation=0.0,
+        wall_phase=0.0,
+        psi=0.0,
+        bend_mm=0.0,
+        bend_direction=0.0,
+        deposit_material="CaCO3",
     )
     eng = _engine(tube)
     rng = np.random.default_rng(11)
@@ -98,7 +126,7 @@ def test_unscattered_fraction_through_the_wall_is_beer_lambert(start):
     mu_al = mat.cross_sections("Al").mu(0.511)
     mu_w = mat.cross_sections("Water").mu(0.511)
     mu_air = mat.cross_sections("Air").mu(0.511)
-    path = (20.0 * mu_al + (30.0 - r0) * mu_w + 1.0 * mu_air)  # 1 mm of air to the bounding cylinder
+    path = 20.0 * mu_al + (30.0 - r0) * mu_w + 1.0 * mu_air  # 1 mm of air to the bounding cylinder
     expected = math.exp(-path)
     got = ph.alive.mean()
     assert abs(got - expected) < 4 * math.sqrt(expected * (1 - expected) / n), (got, expected)
@@ -107,8 +135,16 @@ def test_unscattered_fraction_through_the_wall_is_beer_lambert(start):
 
 def test_scattered_photons_lose_energy_and_are_flagged():
     tube = TubePhantom(
-        length_mm=200.0, a_mm=50.0, b_mm=50.0, wall_mm=20.0, wall_variation=0.0, wall_phase=0.0,
-        psi=0.0, bend_mm=0.0, bend_direction=0.0, deposit_material="CaCO3",
+        length_mm=200.0,
+        a_mm=50.0,
+        b_mm=50.0,
+        wall_mm=20.0,
+        wall_variation=0.0,
+        wall_phase=0.0,
+        psi=0.0,
+        bend_mm=0.0,
+        bend_direction=0.0,
+        deposit_material="CaCO3",
     )
     eng = _engine(tube, max_scatter_orders=5, rayleigh=False)
     rng = np.random.default_rng(5)
@@ -121,8 +157,16 @@ def test_scattered_photons_lose_energy_and_are_flagged():
 
 def test_acollinearity_has_the_configured_fwhm():
     tube = TubePhantom(
-        length_mm=100.0, a_mm=30.0, b_mm=20.0, wall_mm=3.0, wall_variation=0.0, wall_phase=0.0,
-        psi=0.0, bend_mm=0.0, bend_direction=0.0, deposit_material="CaCO3",
+        length_mm=100.0,
+        a_mm=30.0,
+        b_mm=20.0,
+        wall_mm=3.0,
+        wall_variation=0.0,
+        wall_phase=0.0,
+        psi=0.0,
+        bend_mm=0.0,
+        bend_direction=0.0,
+        deposit_material="CaCO3",
     )
     eng = _engine(tube, acollinearity_fwhm_deg=0.5)
     rng = np.random.default_rng(9)
@@ -132,3 +176,28 @@ def test_acollinearity_has_the_configured_fwhm():
     # Two Gaussian components of sigma s: the deviation is Rayleigh-distributed, median s sqrt(2 ln 2).
     s = 0.5 / (2 * math.sqrt(2 * math.log(2)))
     assert np.median(dev) == pytest.approx(s * math.sqrt(2 * math.log(2)), rel=0.03)
+
+
+def test_positron_range_displaces_annihilations_by_the_f18_mean_range():
+    tube = TubePhantom(
+        length_mm=100.0,
+        a_mm=30.0,
+        b_mm=20.0,
+        wall_mm=3.0,
+        wall_variation=0.0,
+        wall_phase=0.0,
+        psi=0.0,
+        bend_mm=0.0,
+        bend_direction=0.0,
+        deposit_material="CaCO3",
+    )
+    cfg = configlib.validate({"phantom": {"positron_range": True}, "scanner": {"crystals_per_ring": 96, "rings": 8}})
+    eng = FastEngine(tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"])
+    rng = np.random.default_rng(12)
+    n = 40_000
+    src, ph = eng.emit(np.zeros(n), rng)
+    shift = np.linalg.norm(ph.pos[:n] - src, axis=1)
+    assert np.array_equal(ph.pos[:n], ph.pos[n:])  # both photons start at the annihilation point
+    assert shift.mean() == pytest.approx(0.6, rel=0.02)
+    # Isotropic: the mean displacement vector vanishes.
+    assert np.all(np.abs((ph.pos[:n] - src).mean(axis=0)) < 5 * 0.6 / np.sqrt(n))

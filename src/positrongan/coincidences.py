@@ -30,7 +30,9 @@ import numpy as np
 POLICIES = ("take_all_good", "kill_all", "take_winner")
 
 
-def window_pairs(t: np.ndarray, openers: np.ndarray, start: float, width: float, exclusive_start: bool) -> tuple[np.ndarray, np.ndarray]:
+def window_pairs(
+    t: np.ndarray, openers: np.ndarray, start: float, width: float, exclusive_start: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """All (opener, partner) index pairs with partner time in the window after each opener.
 
     Params:
@@ -56,7 +58,9 @@ def window_pairs(t: np.ndarray, openers: np.ndarray, start: float, width: float,
     return i, first + offsets
 
 
-def apply_policy(i: np.ndarray, j: np.ndarray, crystal: np.ndarray, energy: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray]:
+def apply_policy(
+    i: np.ndarray, j: np.ndarray, crystal: np.ndarray, energy: np.ndarray, policy: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Drop same-crystal pairs, then resolve multiples per window (see module docstring).
 
     Params:

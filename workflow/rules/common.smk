@@ -47,7 +47,12 @@ def cfg_json(*sections):
 
 def capped_threads(n):
     """Threads for a rule, never more than the cores given to Snakemake."""
-    return min(n, workflow.cores)
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        # `snakemake --report` and `--lint` run without --cores and execute nothing.
+        return n
+    return min(n, cores)
 
 
 # Each stage registers its final artifacts here, as TARGETS["<stage>"] = [...];

@@ -1,6 +1,10 @@
 # The CT prior: the CT corpus (synthetic in the DeepLesion layout, or an external DeepLesion
 # copy / DICOM tree at ct.path), the CT VAE trained on it, and the latents of every slice.
 #
+# One thread per rule: these small convolutions gain little from a second thread, and a
+# second OpenMP thread on a busy core slows training by an order of magnitude (see
+# docs/benchmarks.md), while Snakemake can run another job on the free core.
+#
 # checkpoint.pt is flagged update(): Snakemake does not delete it before rerunning the job, so
 # a killed training job resumes from it when its fingerprint (VAE settings, seed, image size
 # and the corpus itself) matches; otherwise training starts from scratch.
@@ -58,7 +62,7 @@ rule train_vae:
         "benchmarks/train_vae/train_vae.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: capped_threads(2)
+    threads: capped_threads(1)
     resources:
         mem_mb=4000,
         runtime=60,
@@ -83,7 +87,7 @@ rule encode_ct:
         "benchmarks/encode_ct/encode_ct.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: capped_threads(2)
+    threads: capped_threads(1)
     resources:
         mem_mb=3000,
         runtime=15,

@@ -28,9 +28,7 @@ rule evaluate_methods:
         "benchmarks/evaluate_methods/eval.tsv"
     conda:
         "../../envs/torch.yaml"
-    # Not capped_threads(): it reads workflow.cores, which `snakemake --report` (run without
-    # --cores) cannot provide. Snakemake scales threads down to --cores by itself.
-    threads: 2
+    threads: capped_threads(2)
     resources:
         mem_mb=4000,
         runtime=20,

@@ -2,8 +2,10 @@
 # wgan_gp) with the same budget, and sampling from each trained generator.
 #
 # checkpoint.pt is flagged update(): Snakemake does not delete it before rerunning the job, so
-# a killed training job resumes from it (its fingerprint must match the config and data, or
-# training starts from scratch). Run with --keep-incomplete to keep it after a failed job too.
+# a rerun resumes from it (when its fingerprint matches the config and data; otherwise training
+# starts from scratch). Snakemake still deletes the outputs of a failed or killed job unless run
+# with --keep-incomplete; so: `snakemake --keep-incomplete ...`, and after an interruption
+# `snakemake --keep-incomplete --rerun-incomplete ...` continues from the last checkpoint.
 
 
 include: "train_functions.smk"
@@ -29,7 +31,7 @@ rule train_gan:
         "../../envs/torch.yaml"
     threads: capped_threads(1)
     resources:
-        mem_mb=4000,
+        mem_mb=2000,
         runtime=60,
     params:
         cfg=_train_cfg,
@@ -54,7 +56,7 @@ rule sample_method:
         "../../envs/torch.yaml"
     threads: capped_threads(1)
     resources:
-        mem_mb=2000,
+        mem_mb=1500,
         runtime=10,
     params:
         cfg=cfg_json("training", "evaluation"),

@@ -16,8 +16,12 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recon", nargs="+", required=True, metavar="NPZ", help="reconstructions (results/recon/{scan}.npz)")
-    parser.add_argument("--truth", nargs="+", required=True, metavar="NPZ", help="truth maps (results/truth/{scan}.npz)")
+    parser.add_argument(
+        "--recon", nargs="+", required=True, metavar="NPZ", help="reconstructions (results/recon/{scan}.npz)"
+    )
+    parser.add_argument(
+        "--truth", nargs="+", required=True, metavar="NPZ", help="truth maps (results/truth/{scan}.npz)"
+    )
     parser.add_argument("--out", required=True, metavar="NPZ", help="dataset (results/dataset/positron.npz)")
     parser.add_argument("--png", metavar="PNG", help="overview figure of some slices and their truth")
 
@@ -43,8 +47,12 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     save_npz(args.out, **data)
     n = {s: int((data["split"] == s).sum()) for s in ("train", "val", "test")}
     log.info(
-        "wrote %s: %d slices of %d px (%s), %d cut a defect", args.out, len(data["images"]),
-        data["images"].shape[-1], ", ".join(f"{k} {v}" for k, v in n.items()), int(np.sum(data["has_defect"])),
+        "wrote %s: %d slices of %d px (%s), %d cut a defect",
+        args.out,
+        len(data["images"]),
+        data["images"].shape[-1],
+        ", ".join(f"{k} {v}" for k, v in n.items()),
+        int(np.sum(data["has_defect"])),
     )
     if args.png:
         write_overview(args.png, data)

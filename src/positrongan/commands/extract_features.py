@@ -39,6 +39,17 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         if feat["pcanet_filters"][1] > 16:
             raise ConfigError("config key 'features.pcanet_filters': at most 16 stage-2 filters (2^16 histogram bins)")
     out = memory_features(images, feat, seed=derived_seed(cfg, "features"))
-    out["names"] = np.array([f"train_{i:05d}" for i in range(len(images))])
+    out["names"] = _names(args.dataset, len(images))
     save_npz(args.out, **out)
     log.info("wrote %s (%d training images of %d px)", args.out, len(images), images.shape[-1])
+
+
+def _names(dataset: str, n: int) -> np.ndarray:
+    # "scan_003/plane_041" per memory vector when the dataset says where its slices come from.
+    from ..io import load_npz
+
+    data = load_npz(dataset)
+    if "scan" in data and "plane" in data:
+        train = data["split"].astype(str) == "train"
+        return np.array([f"{s}/plane_{int(p):03d}" for s, p in zip(data["scan"][train], data["plane"][train])])
+    return np.array([f"train_{i:05d}" for i in range(n)])

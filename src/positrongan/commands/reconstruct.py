@@ -22,9 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--truth", metavar="NPZ", help="truth maps (results/truth/{scan}.npz): mu-map for attenuation correction"
     )
-    parser.add_argument(
-        "--system-model", metavar="NPZ", help="cached system model (built on the fly when not given)"
-    )
+    parser.add_argument("--system-model", metavar="NPZ", help="cached system model (built on the fly when not given)")
     parser.add_argument("--out", required=True, metavar="NPZ", help="reconstruction (results/recon/{scan}.npz)")
     parser.add_argument("--png", metavar="PNG", help="preview figure (results/recon/{scan}.png)")
     parser.add_argument("--dicom", metavar="DIR", help="DICOM series folder (results/recon/{scan}_dicom)")
@@ -43,7 +41,10 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     else:
         model = build_system_model(scanner, rcfg, cfg["scanner"])
     truth = load_truth(args.truth, scanner, rcfg) if args.truth else None
-    device = torch_device(cfg["device"])
+    try:
+        device = torch_device(cfg["device"])
+    except RuntimeError as exc:  # cuda asked for on a machine without one
+        raise ConfigError(str(exc)) from None
     out = reconstruct_scan(args.root, model, scanner, rcfg, truth, device)
     out["scan"] = np.array(args.scan)
     out["device"] = np.array(str(device))
@@ -57,7 +58,12 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
 
         corr = ", ".join(c for c, on in (("AC", out["attenuation_corrected"]), ("RC", out["randoms_corrected"])) if on)
         write_preview(
-            args.png, out["image"], out["voxel_mm"], out["origin_mm"], out["sinogram"], out["loglik"],
+            args.png,
+            out["image"],
+            out["voxel_mm"],
+            out["origin_mm"],
+            out["sinogram"],
+            out["loglik"],
             f"{args.scan}: {label}{' + ' + corr if corr else ''}; {int(out['prompts'])} prompts, "
             f"{int(out['delayed'])} delayed",
             truth=None if truth is None else truth["activity"],
@@ -68,7 +74,12 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         from ..recon.dicom import write_series
 
         files = write_series(
-            out["image"], out["voxel_mm"], out["origin_mm"], args.dicom, args.scan, label,
+            out["image"],
+            out["voxel_mm"],
+            out["origin_mm"],
+            args.dicom,
+            args.scan,
+            label,
             uid_seed=derived_seed(cfg, "dicom", args.scan),
         )
         log.info("wrote %d DICOM files to %s", len(files), Path(args.dicom))

@@ -39,12 +39,20 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
             raise ConfigError("training.sample_latent = 'ct' needs --latents (vae/latents.npz)")
         ct = ct_latents(args.latents)
     t0 = time.perf_counter()
-    images = generate(net, meta, n, derived_seed(cfg, "sample", args.method), latent=latent if args.method == "ours" else "prior", ct=ct)
+    images = generate(
+        net,
+        meta,
+        n,
+        derived_seed(cfg, "sample", args.method),
+        latent=latent if args.method == "ours" else "prior",
+        ct=ct,
+    )
     seconds = time.perf_counter() - t0
     save_npz(
         args.out,
         images=images,
         method=np.array(args.method),
+        variant=np.array(meta.get("variant", args.method)),
         latent=np.array(latent if args.method == "ours" else "prior"),
         train_seconds=np.float64(meta["train_seconds"]),
         iterations=np.int64(meta["iterations"]),

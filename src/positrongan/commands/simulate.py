@@ -10,9 +10,13 @@ from ..errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scan", required=True, help="scan id, e.g. scan_000 (one of scans.count)")
-    parser.add_argument("--root", required=True, metavar="FILE", help="output ROOT file (trees Singles, Coincidences, Delayed)")
+    parser.add_argument(
+        "--root", required=True, metavar="FILE", help="output ROOT file (trees Singles, Coincidences, Delayed)"
+    )
     parser.add_argument("--meta", required=True, metavar="FILE", help="output JSON: phantom as drawn, defects, counts")
-    parser.add_argument("--truth", metavar="FILE", help="output .npz: activity, mu and defect maps on the reconstruction grid")
+    parser.add_argument(
+        "--truth", metavar="FILE", help="output .npz: activity, mu and defect maps on the reconstruction grid"
+    )
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:

@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="NPZ", help="system model artifact (results/recon/system_model.npz)")
+    parser.add_argument(
+        "--out", required=True, metavar="NPZ", help="system model artifact (results/recon/system_model.npz)"
+    )
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:

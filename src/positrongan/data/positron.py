@@ -10,8 +10,8 @@ slices, are split into train/val/test so that slices of one tube never sit on bo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -123,7 +123,9 @@ def build_dataset(
         raise ArtifactError("no reconstructions given to build the dataset from")
     size = ds_cfg["image_size"]
     splits = split_scans(list(recon), ds_cfg["split"], seed_of("dataset", "split"))
-    cols: dict[str, list] = {k: [] for k in ("images", "truth", "scan", "plane", "split", "counts", "has_defect", "z_mm")}
+    cols: dict[str, list] = {
+        k: [] for k in ("images", "truth", "scan", "plane", "split", "counts", "has_defect", "z_mm")
+    }
     for scan in sorted(recon):
         r = load_npz(recon[scan], required=("image", "sinogram", "origin_mm", "voxel_mm"))
         t = load_npz(truth[scan], required=("activity", "defects"))
@@ -132,8 +134,9 @@ def build_dataset(
             raise ArtifactError(
                 f"{truth[scan]}: truth shape {act.shape} differs from the reconstruction {recon[scan]} {image.shape}"
             )
-        planes, has_defect = select_planes(act, lab, ds_cfg["extra_slices_per_scan"],
-                                           np.random.default_rng(seed_of("dataset", scan)))
+        planes, has_defect = select_planes(
+            act, lab, ds_cfg["extra_slices_per_scan"], np.random.default_rng(seed_of("dataset", scan))
+        )
         counts = r["sinogram"].reshape(len(image), -1).sum(1)
         top = float(act.max()) or 1.0
         for p, d in zip(planes, has_defect):
@@ -163,32 +166,43 @@ def build_dataset(
 
 
 def write_overview(path: str | Path, data: dict[str, np.ndarray], per_split: int = 6) -> None:
-    """PNG: for each split, a few slices (defect slices first) above their true activity."""
+    """PNG: for each split, a few slices (half cutting a defect, spread over the split) above
+    their true activity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    picks = []
+    def spread(idx: np.ndarray, k: int) -> np.ndarray:
+        return idx[np.linspace(0, len(idx) - 1, k).round().astype(int)] if len(idx) and k else idx[:0]
+
+    rows = []
     for name in SPLITS:
         idx = np.flatnonzero(data["split"] == name)
-        idx = idx[np.argsort(~data["has_defect"][idx], kind="stable")][:per_split]
-        picks.extend((name, i) for i in idx)
-    ncols = max(1, len(picks))
-    fig, axes = plt.subplots(2, ncols, figsize=(1.6 * ncols, 3.6), squeeze=False)
-    for c, (name, i) in enumerate(picks):
-        axes[0, c].imshow(data["images"][i], cmap="inferno", vmin=0, vmax=1, origin="lower")
-        axes[1, c].imshow(data["truth"][i], cmap="inferno", vmin=0, vmax=1, origin="lower")
-        axes[0, c].set_title(f"{name}\n{data['scan'][i]} p{data['plane'][i]}" + (" D" if data["has_defect"][i] else ""),
-                             fontsize=6)
+        if not len(idx):
+            continue
+        defect, clean = idx[data["has_defect"][idx]], idx[~data["has_defect"][idx]]
+        k = min(len(defect), per_split // 2)
+        pick = np.concatenate([spread(defect, k), spread(clean, min(len(clean), per_split - k))])
+        rows.append((name, pick))
+    fig, axes = plt.subplots(2 * len(rows), per_split, figsize=(1.7 * per_split, 3.5 * len(rows)), squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0, 0].set_ylabel("reconstruction", fontsize=7)
-    axes[1, 0].set_ylabel("truth", fontsize=7)
+        ax.set_frame_on(False)
+    for r, (name, pick) in enumerate(rows):
+        for c, i in enumerate(pick):
+            axes[2 * r, c].imshow(data["images"][i], cmap="inferno", vmin=0, vmax=1, origin="lower")
+            axes[2 * r + 1, c].imshow(data["truth"][i], cmap="inferno", vmin=0, vmax=1, origin="lower")
+            flag = ", defect" if data["has_defect"][i] else ""
+            axes[2 * r, c].set_title(f"{data['scan'][i]} plane {data['plane'][i]}{flag}", fontsize=6)
+        axes[2 * r, 0].set_ylabel(f"{name}\nreconstruction", fontsize=8)
+        axes[2 * r + 1, 0].set_ylabel(f"{name}\ntruth", fontsize=8)
     n = {s: int((data["split"] == s).sum()) for s in SPLITS}
-    fig.suptitle(f"positron dataset: {len(data['images'])} slices (train {n['train']}, val {n['val']}, "
-                 f"test {n['test']}); D = cuts a defect", fontsize=8)
+    fig.suptitle(
+        f"positron dataset: {len(data['images'])} slices (train {n['train']}, val {n['val']}, test {n['test']})",
+        fontsize=9,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)

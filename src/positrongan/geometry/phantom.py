@@ -112,7 +112,12 @@ class TubePhantom:
                 f"'phantom.outer_semi_axes_mm' = {[a, b]}; make the wall thinner"
             )
         d = phantom_cfg["defects"]
-        for kind, spec in (("crack", d["cracks"]), ("pit", d["pits"]), ("blockage", d["blockages"]), ("bubble", d["bubbles"])):
+        for kind, spec in (
+            ("crack", d["cracks"]),
+            ("pit", d["pits"]),
+            ("blockage", d["blockages"]),
+            ("bubble", d["bubbles"]),
+        ):
             n = int(rng.integers(spec["count"][0], spec["count"][1] + 1))
             for _ in range(n):
                 tube.defects.append(tube._draw_defect(kind, spec, rng))

@@ -6,8 +6,9 @@ when absent. We never download: when the file is missing (or its SHA-256 does no
 the ``6726825d`` in its name, i.e. it is some other network's weights under that name) both
 metrics are reported as unavailable with the reason, never as a number.
 
-- FID: Fréchet distance between Gaussians fitted to the 2048-d pool features
-  (``pytorch_fid.fid_score.calculate_frechet_distance``). Biased upwards at small N; the table
+- FID: Fréchet distance between Gaussians fitted to the 2048-d pool features; equal to
+  ``pytorch_fid.fid_score.calculate_frechet_distance`` (tested), computed through the small
+  N_a x N_b cross product (see :func:`frechet_distance`). Biased upwards at small N; the table
   states N beside it.
 - KID (Bińkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel
   ``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets; mean and standard deviation.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,15 +125,30 @@ def activations(model: torch.nn.Module, images: np.ndarray, batch_size: int, dev
 
 
 def frechet_distance(act_a: np.ndarray, act_b: np.ndarray) -> float:
-    """FID between two activation sets, by pytorch-fid's ``calculate_frechet_distance``."""
-    from pytorch_fid.fid_score import calculate_frechet_distance
+    """FID between two activation sets: the Fréchet distance of their fitted Gaussians.
 
+    The same quantity as ``pytorch_fid.fid_score.calculate_frechet_distance`` on
+    ``np.cov`` statistics (tests/test_metrics.py checks the two agree), computed without a
+    2048 x 2048 ``scipy.linalg.sqrtm``: with centred activations X_a, X_b and
+    Sigma = X^T X / (n - 1), the non-zero eigenvalues of Sigma_a Sigma_b are the squared singular
+    values of X_a X_b^T / sqrt((n_a - 1)(n_b - 1)), so Tr sqrt(Sigma_a Sigma_b) is that small
+    matrix's nuclear norm. Exact, milliseconds instead of about a minute per row on one core,
+    and free of the spurious imaginary parts sqrtm produces when N < 2048 makes Sigma singular.
+
+    Params:
+        act_a, act_b: (N_a, D), (N_b, D) activations, N >= 2.
+    Returns:
+        The FID.
+    """
+    act_a, act_b = np.asarray(act_a, np.float64), np.asarray(act_b, np.float64)
     mu_a, mu_b = act_a.mean(axis=0), act_b.mean(axis=0)
-    sig_a, sig_b = np.cov(act_a, rowvar=False), np.cov(act_b, rowvar=False)
-    with warnings.catch_warnings():
-        # scipy >= 1.16 deprecates sqrtm's `disp`, which pytorch-fid 0.3 still passes.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return float(calculate_frechet_distance(mu_a, sig_a, mu_b, sig_b))
+    xa, xb = act_a - mu_a, act_b - mu_b
+    na, nb = len(act_a) - 1, len(act_b) - 1
+    tr_a = float((xa * xa).sum()) / na
+    tr_b = float((xb * xb).sum()) / nb
+    tr_covmean = float(np.linalg.svd(xa @ xb.T, compute_uv=False).sum()) / np.sqrt(na * nb)
+    diff = mu_a - mu_b
+    return float(diff @ diff + tr_a + tr_b - 2.0 * tr_covmean)
 
 
 def kernel_inception_distance(

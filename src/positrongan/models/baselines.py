@@ -9,6 +9,7 @@ halving between S and 4, channels doubling per stage towards the 4x4 end (capped
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -19,6 +20,19 @@ def _stage_channels(image_size: int, channels: int) -> list[int]:
         raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
     stages = int(math.log2(image_size)) - 2
     return [channels * 2 ** min(i, 3) for i in range(stages)]
+
+
+def dcgan_init(net: nn.Module) -> nn.Module:
+    """The DCGAN paper's initialisation: conv weights N(0, 0.02), batch-norm scales N(1, 0.02)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return net
 
 
 class DCGANGenerator(nn.Module):
@@ -34,10 +48,14 @@ class DCGANGenerator(nn.Module):
             nn.BatchNorm2d(chans[0]),
             nn.ReLU(inplace=True),
         ]
-        for c, c_next in zip(chans[:-1], chans[1:]):
-            layers += [nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.ReLU(inplace=True)]
+        for c, c_next in pairwise(chans):
+            layers += [
+                nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_next),
+                nn.ReLU(inplace=True),
+            ]
         layers += [nn.ConvTranspose2d(chans[-1], 1, 4, 2, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.net = dcgan_init(nn.Sequential(*layers))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Params: z (B, d). Returns: (B, 1, S, S) in [-1, 1]."""
@@ -45,7 +63,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Strided 4x4 convs with LeakyReLU (BN after the first, or LayerNorm-free for a critic)
+    """Strided 4x4 convs with LeakyReLU (batch norm after the first, none for a critic)
     down to 4x4, then a 4x4 conv to one logit per image.
 
     Params:
@@ -70,7 +88,7 @@ class DCGANDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             c_in = c
         layers.append(nn.Conv2d(c_in, 1, 4, 1, 0))
-        self.net = nn.Sequential(*layers)
+        self.net = dcgan_init(nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Params: x (B, 1, S, S). Returns: logits / critic values (B,)."""

@@ -36,7 +36,10 @@ def _translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     tx = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device)
     ty = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device)
     gb, gx, gy = torch.meshgrid(
-        torch.arange(b, device=x.device), torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij"
+        torch.arange(b, device=x.device),
+        torch.arange(h, device=x.device),
+        torch.arange(w, device=x.device),
+        indexing="ij",
     )
     gx = torch.clamp(gx + tx + 1, 0, h + 1)
     gy = torch.clamp(gy + ty + 1, 0, w + 1)
@@ -50,7 +53,10 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     ox = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=x.device)
     oy = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=x.device)
     gb, gx, gy = torch.meshgrid(
-        torch.arange(b, device=x.device), torch.arange(ch, device=x.device), torch.arange(cw, device=x.device), indexing="ij"
+        torch.arange(b, device=x.device),
+        torch.arange(ch, device=x.device),
+        torch.arange(cw, device=x.device),
+        indexing="ij",
     )
     gx = torch.clamp(gx + ox - ch // 2, 0, h - 1)
     gy = torch.clamp(gy + oy - cw // 2, 0, w - 1)

@@ -66,7 +66,13 @@ class DenseGenerator(nn.Module):
         super().__init__()
         if image_size < 8 or image_size & (image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
-        self.hparams = {"in_dim": in_dim, "image_size": image_size, "channels": channels, "growth": growth, "layers": layers}
+        self.hparams = {
+            "in_dim": in_dim,
+            "image_size": image_size,
+            "channels": channels,
+            "growth": growth,
+            "layers": layers,
+        }
         self.channels = channels
         self.project = nn.Linear(in_dim, channels * 16)
         stages = []
@@ -141,7 +147,7 @@ class MemoryGenerator(nn.Module):
         return self.dense(zc)
 
     @classmethod
-    def from_hparams(cls, hparams: dict) -> "MemoryGenerator":
+    def from_hparams(cls, hparams: dict) -> MemoryGenerator:
         """An untrained instance of the right shape, to load a state dict into."""
         hp = dict(hparams)
         memory = torch.zeros(*hp.pop("memory_shape"))

@@ -47,7 +47,7 @@ class SinogramGeometry:
     t_hi: int
 
     @classmethod
-    def for_grid(cls, scanner: Scanner, fov_mm: float, doi_mm: float) -> "SinogramGeometry":
+    def for_grid(cls, scanner: Scanner, fov_mm: float, doi_mm: float) -> SinogramGeometry:
         """Keep every chord that crosses the square image of side ``fov_mm``.
 
         Params:
@@ -179,7 +179,7 @@ def rebin(
     flat = (plane * nv + view[keep]) * nb + bin_[keep]
     sino = np.bincount(flat, minlength=scanner.n_planes * nv * nb).astype(np.float32)
     stats = {
-        "input": int(len(r1)),
+        "input": len(r1),
         "kept": int(keep.sum()),
         "dropped_ring_difference": int((~ring_ok).sum()),
         "dropped_same_crystal_index": int((same & ring_ok).sum()),
@@ -207,7 +207,9 @@ def _crystal_ids(tree, suffix: str, scanner: Scanner, path: Path, name: str) -> 
     return ids
 
 
-def read_coincidences(path: str | Path, scanner: Scanner, tree_name: str = "Coincidences") -> tuple[np.ndarray, np.ndarray]:
+def read_coincidences(
+    path: str | Path, scanner: Scanner, tree_name: str = "Coincidences"
+) -> tuple[np.ndarray, np.ndarray]:
     """CrystalID pairs of one coincidence tree of a GATE-schema ROOT file.
 
     Params:

@@ -44,16 +44,22 @@ class ReconResult:
     info: dict = field(default_factory=dict)
 
 
-def poisson_loglik(y, ybar) -> float:
+def poisson_loglik(y, ybar, log_factorials: float | None = None) -> float:
     """Poisson log-likelihood ``sum(y log ybar - ybar - lgamma(y + 1))`` in float64.
 
-    Cells with ``ybar == 0`` contribute 0 when ``y == 0`` and -inf otherwise."""
+    Params:
+        y, ybar: measured and expected counts (torch tensors of one shape).
+        log_factorials: ``sum(lgamma(y + 1))`` when already known (it does not change
+            between iterations).
+    Returns:
+        The log-likelihood; cells with ``ybar == 0`` and ``y > 0`` make it very negative."""
     import torch
 
-    y = y.double()
-    ybar = ybar.double()
-    term = torch.where(y > 0, y * torch.log(ybar.clamp_min(1e-300)), torch.zeros_like(y))
-    return float((term - ybar - torch.lgamma(y + 1)).sum())
+    if log_factorials is None:
+        log_factorials = float(torch.lgamma(y.double() + 1).sum())
+    pos = y > 0
+    term = (y[pos].double() * torch.log(ybar[pos].double().clamp_min(1e-300))).sum()
+    return float(term - ybar.double().sum()) - log_factorials
 
 
 def reconstruct(
@@ -94,7 +100,7 @@ def reconstruct(
         raise ValueError(f"subsets = {subsets} must be between 1 and the number of views ({nv})")
     dev = torch.device(device)
 
-    def cols(a: np.ndarray) -> "torch.Tensor":
+    def cols(a: np.ndarray) -> torch.Tensor:
         # (planes, views, bins) -> (rows, planes): planes are the columns of one sparse product.
         return torch.from_numpy(np.ascontiguousarray(a.reshape(planes, -1).T, dtype=np.float32)).to(dev)
 
@@ -114,15 +120,17 @@ def reconstruct(
     rows = [torch.from_numpy(rw).to(dev) for rw in proj.subset_rows]
     sens = [proj.back(mult[rw], s) for s, rw in enumerate(rows)]
     loglik = []
+    log_factorials = float(torch.lgamma(y.double() + 1).sum())
     t0 = time.perf_counter()
     bar = progress(range(iterations), desc=f"{'MLEM' if subsets == 1 else 'OSEM'}", disable=not show_progress)
     for _ in bar:
         for s, rw in enumerate(rows):
             ybar = mult[rw] * proj.forward(x, s) + r[rw]
             ratio = torch.where(ybar > 0, y[rw] / ybar.clamp_min(1e-30), torch.zeros_like(ybar))
-            x = torch.where(sens[s] > 0, x * proj.back(mult[rw] * ratio, s) / sens[s].clamp_min(1e-30),
-                            torch.zeros_like(x))
-        loglik.append(poisson_loglik(y, mult * proj.forward(x) + r))
+            x = torch.where(
+                sens[s] > 0, x * proj.back(mult[rw] * ratio, s) / sens[s].clamp_min(1e-30), torch.zeros_like(x)
+            )
+        loglik.append(poisson_loglik(y, mult * proj.forward(x) + r, log_factorials))
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
@@ -130,7 +138,14 @@ def reconstruct(
     image = x.T.reshape(planes, g, g).cpu().numpy().astype(np.float32)
     log.info(
         "%s: %d iterations x %d subsets, %d planes of %dx%d in %.2f s (%.3f s/iteration, %s)",
-        "MLEM" if subsets == 1 else "OSEM", iterations, subsets, planes, g, g, seconds,
-        seconds / iterations, dev,
+        "MLEM" if subsets == 1 else "OSEM",
+        iterations,
+        subsets,
+        planes,
+        g,
+        g,
+        seconds,
+        seconds / iterations,
+        dev,
     )
     return ReconResult(image, np.asarray(loglik, dtype=np.float64), seconds)

@@ -66,12 +66,19 @@ def write_preview(
     zmm = z0 + zc * dz
     ymm = y0 + yc * dy
     show(axes[0, 0], image[zc], ext_t, f"reconstruction, transverse z = {zmm:.1f} mm", "x [mm]", "y [mm]", vmax)
-    show(axes[1, 0], image[:, yc, :], ext_c, f"reconstruction, coronal y = {ymm:.1f} mm", "x [mm]", "z [mm]",
-         vmax, aspect="auto")
+    show(
+        axes[1, 0],
+        image[:, yc, :],
+        ext_c,
+        f"reconstruction, coronal y = {ymm:.1f} mm",
+        "x [mm]",
+        "z [mm]",
+        vmax,
+        aspect="auto",
+    )
     if truth is not None:
         show(axes[0, 1], truth[zc], ext_t, "true activity, same slice", "x [mm]", "y [mm]")
-        show(axes[1, 1], truth[:, yc, :], ext_c, "true activity, same coronal slice", "x [mm]", "z [mm]",
-             aspect="auto")
+        show(axes[1, 1], truth[:, yc, :], ext_c, "true activity, same coronal slice", "x [mm]", "z [mm]", aspect="auto")
     ax_s = axes[0, ncols - 1]
     ax_s.imshow(sinogram[zc], cmap="gray_r", aspect="auto", origin="lower")
     ax_s.set_title(f"prompts sinogram, plane {zc} ({int(sinogram[zc].sum())} counts)", fontsize=9)

@@ -52,7 +52,9 @@ def siddon(p0: np.ndarray, p1: np.ndarray, grid: int, fov_mm: float) -> sp.csr_m
         shift[on_edge, axis] = 1e-4 * pix
     if not shift.any():
         return _siddon(p0, p1, grid, fov_mm)
-    return (0.5 * (_siddon(p0 + shift, p1 + shift, grid, fov_mm) + _siddon(p0 - shift, p1 - shift, grid, fov_mm))).tocsr()
+    return (
+        0.5 * (_siddon(p0 + shift, p1 + shift, grid, fov_mm) + _siddon(p0 - shift, p1 - shift, grid, fov_mm))
+    ).tocsr()
 
 
 def _siddon(p0: np.ndarray, p1: np.ndarray, grid: int, fov_mm: float) -> sp.csr_matrix:
@@ -130,7 +132,7 @@ class SystemModel:
         )
 
     @classmethod
-    def load(cls, path: str | Path, expect_fingerprint: str | None = None) -> "SystemModel":
+    def load(cls, path: str | Path, expect_fingerprint: str | None = None) -> SystemModel:
         """Read a model written by :meth:`save`.
 
         Params:
@@ -139,8 +141,19 @@ class SystemModel:
         Raises:
             ArtifactError: unreadable file, or a model built for another geometry or grid.
         """
-        keys = ("indptr", "indices", "data", "shape", "crystals", "radius_mm", "t_range", "grid", "fov_mm",
-                "plane_weight", "fingerprint")
+        keys = (
+            "indptr",
+            "indices",
+            "data",
+            "shape",
+            "crystals",
+            "radius_mm",
+            "t_range",
+            "grid",
+            "fov_mm",
+            "plane_weight",
+            "fingerprint",
+        )
         z = load_npz(path, required=keys)
         fp = str(z["fingerprint"])
         if expect_fingerprint is not None and fp != expect_fingerprint:
@@ -186,10 +199,13 @@ def build_system_model(scanner, recon_cfg: dict, scanner_cfg: dict | None = None
     weights = plane_weights(scanner, recon_cfg["max_ring_difference"])
     log.info(
         "system model: %d views x %d bins x %d^2 pixels, %d non-zeros (%.1f MB)",
-        geom.n_views, geom.n_bins, recon_cfg["grid"], mat.nnz, (mat.data.nbytes + mat.indices.nbytes) / 1e6,
+        geom.n_views,
+        geom.n_bins,
+        recon_cfg["grid"],
+        mat.nnz,
+        (mat.data.nbytes + mat.indices.nbytes) / 1e6,
     )
-    return SystemModel(mat, geom, recon_cfg["grid"], recon_cfg["fov_mm"], weights,
-                       fingerprint(scanner_cfg, recon_cfg))
+    return SystemModel(mat, geom, recon_cfg["grid"], recon_cfg["fov_mm"], weights, fingerprint(scanner_cfg, recon_cfg))
 
 
 class TorchProjector:
@@ -224,6 +240,11 @@ class TorchProjector:
         else:
             self._full = _to_torch_csr(model.matrix, self.device)
         self.n_pixels = model.matrix.shape[1]
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the sparse tensors (values and indices of every matrix)."""
+        mats = {id(m): m for m in (*self._fwd, *self._back, self._full)}.values()
+        return sum(t.element_size() * t.numel() for m in mats for t in (m.values(), m.col_indices(), m.crow_indices()))
 
     def forward(self, x, subset: int | None = None):
         """A @ x for all rows (subset None) or one subset's rows."""

@@ -26,7 +26,9 @@ def grid_geometry(scanner: Scanner, recon_cfg: dict) -> tuple[np.ndarray, np.nda
     """Voxel size and the centre of voxel [0, 0, 0], both (z, y, x) in mm."""
     pix = recon_cfg["fov_mm"] / recon_cfg["grid"]
     voxel = np.array([scanner.axial_pitch_mm / 2, pix, pix])
-    origin = np.array([float(scanner.plane_z(0)), -recon_cfg["fov_mm"] / 2 + pix / 2, -recon_cfg["fov_mm"] / 2 + pix / 2])
+    origin = np.array(
+        [float(scanner.plane_z(0)), -recon_cfg["fov_mm"] / 2 + pix / 2, -recon_cfg["fov_mm"] / 2 + pix / 2]
+    )
     return voxel, origin
 
 
@@ -56,6 +58,13 @@ def load_truth(path: str | Path, scanner: Scanner, recon_cfg: dict) -> dict[str,
             )
         if not np.isfinite(truth[key]).all():
             raise ArtifactError(f"{path}: '{key}' holds non-finite values")
+    voxel, origin = grid_geometry(scanner, recon_cfg)
+    for key, mine in (("voxel_mm", voxel), ("origin_mm", origin)):
+        if key in truth and not np.allclose(truth[key], mine, atol=1e-3):
+            raise ArtifactError(
+                f"{path}: '{key}' = {np.round(truth[key], 4).tolist()} but the reconstruction grid has "
+                f"{np.round(mine, 4).tolist()} (z, y, x); was it made with another scanner or fov_mm?"
+            )
     return truth
 
 

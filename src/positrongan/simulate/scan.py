@@ -57,15 +57,29 @@ def resolve_engine(sim_cfg: Mapping) -> str:
         return choice
     ok, reason = gate.availability()
     if ok:
-        log.info("engine auto -> gate (opengate and its Geant4 data are present)")
+        log.info(
+            "engine auto -> gate (opengate and its Geant4 data are present); Geant4 is far slower than the "
+            "fast engine: set simulation.engine: fast for quick runs"
+        )
         return "gate"
     log.info("engine auto -> fast (%s)", reason)
     return "fast"
 
 
+def check_digitizer(dig: Mapping) -> None:
+    """Cross-key rule: the delayed window must start after the prompt window ends."""
+    from ..errors import ConfigError
+
+    if dig["delayed_window"] and dig["delayed_offset_ns"] <= dig["coincidence_window_ns"]:
+        raise ConfigError(
+            f"config key 'digitizer.delayed_offset_ns' = {dig['delayed_offset_ns']} must exceed "
+            f"'digitizer.coincidence_window_ns' = {dig['coincidence_window_ns']}, or true pairs enter the delayed window"
+        )
+
+
 def empty_singles() -> dict[str, np.ndarray]:
     """Zero-length singles columns with the schema's types."""
-    return {k: np.zeros(0, dtype=object if t == "string" else t) for k, t in SINGLES_BRANCHES.items()}
+    return {k: np.zeros(0, dtype="S1" if t == "string" else t) for k, t in SINGLES_BRANCHES.items()}
 
 
 def run_fast(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) -> dict:
@@ -78,11 +92,14 @@ def run_fast(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) 
     from .fast import FWHM_TO_SIGMA, FastEngine
 
     dig = cfg["digitizer"]
+    check_digitizer(dig)
     scanner = Scanner.from_config(cfg["scanner"])
     engine = FastEngine(tube, scanner, cfg["phantom"], dig, cfg["simulation"])
     rng = np.random.default_rng(derived_seed(cfg, "simulate", scan))
     delayed = dig["delayed_window"]
-    sorter = StreamSorter(dig["coincidence_window_ns"], dig["multiples_policy"], dig["delayed_offset_ns"] if delayed else None)
+    sorter = StreamSorter(
+        dig["coincidence_window_ns"], dig["multiples_policy"], dig["delayed_offset_ns"] if delayed else None
+    )
     # Singles of later decays can precede their decay time only by the time blur: 10 sigma is safe.
     guard_ns = 1.0 + 10.0 * dig["time_resolution_ps"] * 1e-3 * FWHM_TO_SIGMA
     expected = cfg["phantom"]["activity_bq"] * cfg["phantom"]["acquisition_s"]
@@ -102,7 +119,16 @@ def run_fast(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) 
     s = sorter.stats
     log.info(
         "%s: %d decays, %d singles, %d prompts (%d trues, %d scatters, %d randoms), %d delayed in %.1f s (%.3g decays/s)",
-        scan, decays, s.singles, s.prompts, s.trues, s.scatters, s.randoms, s.delayed, seconds, decays / max(seconds, 1e-9),
+        scan,
+        decays,
+        s.singles,
+        s.prompts,
+        s.trues,
+        s.scatters,
+        s.randoms,
+        s.delayed,
+        seconds,
+        decays / max(seconds, 1e-9),
     )
     return {
         "decays": decays,
@@ -119,7 +145,9 @@ def run_fast(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) 
     }
 
 
-def simulate_scan(cfg: Mapping, scan: str, root_path: str | Path, meta_path: str | Path, truth_path: str | Path | None) -> dict:
+def simulate_scan(
+    cfg: Mapping, scan: str, root_path: str | Path, meta_path: str | Path, truth_path: str | Path | None
+) -> dict:
     """Simulate ``scan`` and write its three artifacts.
 
     Params:

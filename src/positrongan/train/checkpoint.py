@@ -65,7 +65,7 @@ def load_checkpoint(path: str | Path, expected_fingerprint: str) -> dict[str, An
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle and runtime errors all mean "corrupt" here
+    except Exception as exc:  # noqa: BLE001 -- zip, pickle and runtime errors all mean "corrupt" here
         raise ArtifactError(
             f"{path}: not a readable checkpoint ({exc}); delete it to start training from scratch"
         ) from None

@@ -159,10 +159,16 @@ def train_vae(
             perm = torch.from_numpy(np.random.default_rng(_step_seed(seed, 1, epoch)).permutation(n))
         x = data[perm[pos * batch : (pos + 1) * batch]].to(device, non_blocking=True)
         gen = torch.Generator(device=device).manual_seed(_step_seed(seed, 2, step))
+        # The forward pass updates BatchNorm statistics; keep them so a bad step leaves the
+        # last good state intact (they are tiny next to the weights).
+        buffers = {k: v.clone() for k, v in model.named_buffers()}
         mu, logvar = model.encode(x)
         recon = model.decode(model.reparameterize(mu, logvar, gen))
         loss, rec, kl = vae_loss(recon, x, mu, logvar, beta)
         if not torch.isfinite(loss):
+            with torch.no_grad():
+                for k, v in model.named_buffers():
+                    v.copy_(buffers[k])
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, opt, step, losses, run)
             raise ConfigError(

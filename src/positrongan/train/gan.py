@@ -21,7 +21,7 @@ from ..models.diffaugment import diff_augment
 from ..models.discriminator import PatchDiscriminator, depth_for
 from ..models.generator import MemoryGenerator
 from .ema import EMA
-from .latents import CTEncoderLatents, CTLatents
+from .latents import CTEncoderLatents
 from .loop import Trainer
 
 log = logging.getLogger(__name__)
@@ -43,18 +43,21 @@ def apg_loss(real_feats: list[torch.Tensor], fake_feats: list[torch.Tensor]) -> 
 
 def autocast_for(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA when asked and supported (no loss scaling needed); else nothing."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if enabled and device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            log.info("mixed precision: bf16 autocast on %s", device)
+            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        log.info("mixed precision off: this GPU has no bf16 support")
     return nullcontext
 
 
 class OursTrainer(Trainer):
     """Params:
-        latents: a :class:`CTLatents` or :class:`CTEncoderLatents` (the query source).
-        memory: (M, k) memory vectors y_s.
-        image_size: training image side.
-        tcfg: the ``training`` section.
-        device: torch device.
+    latents: a :class:`CTLatents` or :class:`CTEncoderLatents` (the query source).
+    memory: (M, k) memory vectors y_s.
+    image_size: training image side.
+    tcfg: the ``training`` section.
+    device: torch device.
     """
 
     method = "ours"
@@ -96,6 +99,10 @@ class OursTrainer(Trainer):
         }
         self.ema = EMA(self.G, tcfg["ema"]) if tcfg["ema"] is not None else None
         self.autocast = autocast_for(device, tcfg["amp"])
+        # Options that change what is trained are reported as a separate variant of ours.
+        options = [("diffaugment", tcfg["diffaugment"]), ("ema", self.ema is not None)]
+        options += [("encoder", tcfg["train_encoder"]), ("memory", tcfg["train_memory"])]
+        self.variant = "+".join(["ours"] + [name for name, on in options if on])
 
     def _aug(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x) if self.augment else x
@@ -113,7 +120,9 @@ class OursTrainer(Trainer):
             d_real = self.D(self._aug(real))
             d_fake = self.D(self._aug(fake.detach()))
             loss_d = F.binary_cross_entropy_with_logits(d_real.float(), torch.ones_like(d_real, dtype=torch.float32))
-            loss_d = loss_d + F.binary_cross_entropy_with_logits(d_fake.float(), torch.zeros_like(d_fake, dtype=torch.float32))
+            loss_d = loss_d + F.binary_cross_entropy_with_logits(
+                d_fake.float(), torch.zeros_like(d_fake, dtype=torch.float32)
+            )
         self.opts["D"].zero_grad(set_to_none=True)
         loss_d.backward()
         self.opts["D"].step()
@@ -170,6 +179,7 @@ class OursTrainer(Trainer):
         blob: dict[str, Any] = {
             "hparams": dict(self.G.hparams),
             "state_dict": {k: v.detach().cpu() for k, v in G.state_dict().items()},
+            "variant": self.variant,
             "ema": self.ema is not None,
             "diffaugment": self.augment,
         }

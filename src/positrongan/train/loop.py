@@ -102,7 +102,12 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
 
 
 def _all_finite(trainer: Trainer) -> bool:
-    return all(torch.isfinite(p).all() for net in trainer.nets.values() for p in net.state_dict().values() if p.is_floating_point())
+    return all(
+        torch.isfinite(p).all()
+        for net in trainer.nets.values()
+        for p in net.state_dict().values()
+        if p.is_floating_point()
+    )
 
 
 def train(
@@ -159,7 +164,9 @@ def train(
     def checkpoint() -> None:
         nonlocal last_good
         if not _all_finite(trainer):
-            raise TrainingError(f"{trainer.method}: non-finite weights at step {step}; {_kept(out.checkpoint, last_good)}")
+            raise TrainingError(
+                f"{trainer.method}: non-finite weights at step {step}; {_kept(out.checkpoint, last_good)}"
+            )
         save_checkpoint(
             out.checkpoint,
             {
@@ -207,9 +214,14 @@ def train(
         write_text(out.losses, _rows_csv(rows))
         write_grid()
     log.info(
-        "%s: %d generator updates in %.1f s (%.3f s/it)", trainer.method, iterations, seconds, seconds / max(1, len(rows))
+        "%s: %d generator updates in %.1f s (%.3f s/it)",
+        trainer.method,
+        iterations,
+        seconds,
+        seconds / max(1, len(rows)),
     )
     blob = {
+        "variant": trainer.method,
         **trainer.export(),
         "method": trainer.method,
         "iterations": iterations,

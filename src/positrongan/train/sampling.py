@@ -30,7 +30,7 @@ def load_generator(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
         raise ArtifactError(f"{path}: file not found")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle and runtime errors all mean "corrupt" here
+    except Exception as exc:  # noqa: BLE001 -- zip, pickle and runtime errors all mean "corrupt" here
         raise ArtifactError(f"{path}: not a readable torch file ({exc})") from None
     if not isinstance(blob, dict) or blob.get("method") not in METHODS or "state_dict" not in blob:
         raise ArtifactError(f"{path}: not a generator file written by `positrongan train`")
