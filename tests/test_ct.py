@@ -176,7 +176,9 @@ def test_image_formation_keeps_the_mean_and_sets_the_noise_level():
 
 def test_synthetic_corpus_is_seeded_and_reads_back_as_body_ct(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    info = synthetic_ct.write_corpus(a / "Images_png", a / "DL_info.csv", count=5, size=128, seed=7, slices_per_series=3)
+    info = synthetic_ct.write_corpus(
+        a / "Images_png", a / "DL_info.csv", count=5, size=128, seed=7, slices_per_series=3
+    )
     synthetic_ct.write_corpus(b / "Images_png", b / "DL_info.csv", count=5, size=128, seed=7, slices_per_series=3)
     assert info["series"] == 2 and info["slices"] == 5
     files = sorted((a / "Images_png").rglob("*.png"))

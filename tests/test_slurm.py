@@ -12,7 +12,8 @@ every job goes through sbatch and completes; the artifacts equal a local run's (
 identical arrays, compared by content, not bytes or mtimes); the profile's resources reach
 SLURM; a failing job is reported with its rule log and its SLURM log; a rerun after the failure
 resumes from the finished artifacts (only the missing jobs are submitted). These tests share
-one workspace and run in file order."""
+one workspace and run in file order. The last one (also `slow`) runs the whole workflow, every
+rule as a SLURM job and the GPU rules with a GPU, and compares it with a local run too."""
 
 from __future__ import annotations
 
@@ -367,13 +368,43 @@ def _diff_csv(a: Path, b: Path) -> list[str]:
     return [] if x[keep].equals(y[keep]) else ["values"]
 
 
-COMPARE = {".npz": _diff_npz, ".json": _diff_json, ".root": _diff_root, ".png": _diff_png, ".csv": _diff_csv}
+def _diff_pt(a: Path, b: Path) -> list[str]:
+    import torch
+
+    def same(x, y) -> bool:
+        if isinstance(x, torch.Tensor):
+            return isinstance(y, torch.Tensor) and x.dtype == y.dtype and x.shape == y.shape and bool(torch.equal(x, y))
+        if isinstance(x, dict):
+            keys = [k for k in x if not TIMING_KEYS.search(str(k))]
+            return isinstance(y, dict) and set(keys) == {k for k in y if not TIMING_KEYS.search(str(k))} and all(
+                same(x[k], y[k]) for k in keys
+            )
+        if isinstance(x, (list, tuple)):
+            return isinstance(y, (list, tuple)) and len(x) == len(y) and all(map(same, x, y))
+        return x == y
+
+    x, y = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return [] if same(x, y) else ["tensors or values"]
+
+
+COMPARE = {
+    ".npz": _diff_npz,
+    ".json": _diff_json,
+    ".root": _diff_root,
+    ".png": _diff_png,
+    ".csv": _diff_csv,
+    ".pt": _diff_pt,
+}
+# Not compared: Snakemake's marker of a directory() output (it holds a time stamp), and the
+# Markdown table, which renders metrics.csv (compared, without its wall-clock columns) together
+# with those wall-clock columns.
+SKIP = {".snakemake_timestamp", "table.md"}
 
 
 def diff_results(a: Path, b: Path) -> list[str]:
     """Files that differ in content between two results trees (empty list: identical)."""
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in SKIP)
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name not in SKIP)
     if files_a != files_b:
         return [f"file lists differ: only in slurm run {sorted(set(files_a) - set(files_b))}, "
                 f"only in local run {sorted(set(files_b) - set(files_a))}"]
@@ -507,4 +538,32 @@ def test_rerun_resumes_from_finished_artifacts(cluster, workspace, local_run):
     assert jobs == [("build_positron_dataset", ""), ("reconstruct_scan", "scan_001")], jobs
 
     diffs = diff_results(workspace["slurm"] / "results", local_run)
+    assert not diffs, diffs
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_whole_workflow_on_slurm_matches_local_run(cluster, workspace, tmp_path_factory):
+    """Every rule of the workflow (`rule all`) as a SLURM job, the GPU rules with a GPU."""
+    import yaml
+
+    base = tmp_path_factory.mktemp("whole")
+    local, remote = _copy_workflow(base / "local"), _copy_workflow(base / "slurm")
+    res = snakemake(local, "--cores", "2", "--configfile=tiny.yaml")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    res = snakemake(remote, "--profile", "profiles/slurm", "--configfile=tiny.yaml", *CLUSTER_OPTIONS)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-6000:]
+
+    jobs = submitted_jobs(out)
+    assert {rule for _, rule, _ in jobs} == set(rule_blocks()), "every rule runs as a SLURM job"
+    states = slurm_states(RUN_ID.search(out).group(1))
+    assert {jid: states.get(jid) for jid, _, _ in jobs} == {jid: "COMPLETED" for jid, _, _ in jobs}
+    # The profile's `gpu: 1` became --gpus=1: SLURM gave those jobs the node's (stand-in) GPU.
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    for jid, rule, _ in jobs:
+        wants_gpu = bool(profile["set-resources"].get(rule, {}).get("gpu"))
+        assert bool(re.search(r"gres[/:]gpu[:=]1", scontrol_job(jid))) == wants_gpu, (rule, scontrol_job(jid))
+
+    diffs = diff_results(remote / "results", local / "results")
     assert not diffs, diffs

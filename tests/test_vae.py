@@ -40,7 +40,7 @@ def test_shapes_at_every_resolution(size):
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (2, 5)
     assert model.decode(mu).shape == (2, 1, size, size)
-    recon, mu2, _ = model(x)
+    recon, _, _ = model(x)
     assert recon.shape == x.shape and recon.abs().max() <= 1
     with pytest.raises(ValueError, match="image_size"):
         ConvVAE(48)
@@ -60,6 +60,7 @@ def test_kl_term_equals_its_closed_form():
     x, r = torch.zeros(6, 1, 2, 2), torch.full((6, 1, 2, 2), 0.5)
     loss, rec, kl = vae_loss(r, x, mu.float(), logvar.float(), beta=0.25)
     assert rec.item() == pytest.approx(4 * 0.25)
+    assert kl.item() == pytest.approx(reference.mean().item(), rel=1e-6)
     assert loss.item() == pytest.approx(rec.item() + 0.25 * reference.mean().item(), rel=1e-5)
 
 
@@ -145,7 +146,10 @@ def test_cli_trains_encodes_and_reports_a_missing_corpus(tmp_path, capsys):
     lines = (vae / "losses.csv").read_text().splitlines()
     assert lines[0] == "step,epoch,loss,recon,kl" and len(lines) == 1 + 4
     assert (vae / "recon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["encode-ct", *common, "--corpus", str(ct), "--model", outs["model"], "--out", str(vae / "latents.npz")]) == 0
+    assert (
+        main(["encode-ct", *common, "--corpus", str(ct), "--model", outs["model"], "--out", str(vae / "latents.npz")])
+        == 0
+    )
     with np.load(vae / "latents.npz") as z:
         assert z["mu"].shape == z["logvar"].shape == (6, 4)
         assert list(z["names"]) == sorted(z["names"]) and z["names"][0].startswith("000001_01_01/")

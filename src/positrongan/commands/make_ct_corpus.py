@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from ..config import derived_seed
 
+log = logging.getLogger(__name__)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR", help="corpus folder (receives Images_png/ and DL_info.csv)")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="corpus folder (receives Images_png/ and DL_info.csv)"
+    )
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:
@@ -29,3 +34,4 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
             seed=derived_seed(cfg, "ct", "synthetic"),
             slices_per_series=ct["synthetic_slices_per_series"],
         )
+    log.info("synthetic CT corpus: %s and %s", out / "Images_png", out / "DL_info.csv")

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="FILE", help="output: trained model (model.pt)")
     parser.add_argument("--losses", required=True, metavar="FILE", help="output: per-step losses (losses.csv)")
     parser.add_argument("--recon", required=True, metavar="FILE", help="output: PNG grid of inputs and reconstructions")
-    parser.add_argument("--checkpoint", required=True, metavar="FILE", help="output: full training state (checkpoint.pt)")
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="FILE", help="output: full training state (checkpoint.pt)"
+    )
     parser.add_argument(
         "--resume",
         action="store_true",

@@ -15,9 +15,9 @@ noisy flag, spacing, split) comes from the CSV.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -197,7 +197,7 @@ def read_dicom_hu(path: str | Path) -> np.ndarray:
     try:
         ds = pydicom.dcmread(path)
         raw = ds.pixel_array
-    except Exception as exc:  # compressed transfer syntaxes without a handler, truncated data, ...
+    except Exception as exc:  # noqa: BLE001 - compressed transfer syntaxes without a handler, truncated data, ...
         raise ArtifactError(f"{path}: cannot decode DICOM pixel data ({exc})") from None
     if raw.ndim != 2:
         raise ArtifactError(f"{path}: expected a single 2D slice, got pixel array {raw.shape}")
@@ -296,9 +296,7 @@ def read_corpus(ct_cfg: Mapping, root: str | Path | None, size: int) -> CTSlices
             names.append(f"{path.parent.name}/{path.name}")
     why = ", ".join(f"{v} {k}" for k, v in sorted(skipped.items())) or "none"
     if not images:
-        raise ArtifactError(
-            f"{root}: no usable CT slice found for ct.source = {ct_cfg['source']} (skipped: {why})"
-        )
+        raise ArtifactError(f"{root}: no usable CT slice found for ct.source = {ct_cfg['source']} (skipped: {why})")
     log.info("CT corpus %s: %d slices at %d px (skipped: %s)", root, len(images), size, why)
     return CTSlices(np.stack(images).astype(np.float32), names, skipped)
 

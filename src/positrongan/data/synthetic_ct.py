@@ -175,9 +175,7 @@ def _smooth_field(rng: np.random.Generator, size: int, sigma_px: float) -> np.nd
     return (out / (out.std() + 1e-12)).astype(np.float32)
 
 
-def _image_formation(
-    rng: np.random.Generator, hu: np.ndarray, mtf_sigma_px: float, noise_hu: float
-) -> np.ndarray:
+def _image_formation(rng: np.random.Generator, hu: np.ndarray, mtf_sigma_px: float, noise_hu: float) -> np.ndarray:
     """Blur with the scanner PSF and add correlated noise, in one Fourier pass.
 
     FBP noise is white noise seen through the ramp filter and the reconstruction kernel's
@@ -194,7 +192,9 @@ def _image_formation(
     return fft.irfft2(spec, s=(size, size)).astype(np.float32)
 
 
-def synthetic_slice(rng: np.random.Generator, patient: Patient, t: float, z_mm: float, size: int) -> tuple[np.ndarray, list]:
+def synthetic_slice(
+    rng: np.random.Generator, patient: Patient, t: float, z_mm: float, size: int
+) -> tuple[np.ndarray, list]:
     """One axial slice of ``patient`` at body position ``t`` (0 chest ... 1 lower abdomen).
 
     Params:
@@ -265,21 +265,29 @@ def synthetic_slice(rng: np.random.Generator, patient: Patient, t: float, z_mm: 
         )
     if 0.45 < t < 0.85:
         g = math.sin(math.pi * (t - 0.45) / 0.4)
-        cv.paint(cv.ellipse(0.55 * ia, 0.3 * ib, 0.2 * ia * g, 0.35 * ib * g, -0.6), SPLEEN + j["spleen"] + 50 * contrast, 5.0)
+        cv.paint(
+            cv.ellipse(0.55 * ia, 0.3 * ib, 0.2 * ia * g, 0.35 * ib * g, -0.6),
+            SPLEEN + j["spleen"] + 50 * contrast,
+            5.0,
+        )
         cv.paint(cv.ellipse(0.3 * ia, -0.35 * ib, 0.25 * ia * g, 0.3 * ib * g, 0.4), 15.0, 3.0)  # stomach fluid
         cv.paint(cv.ellipse(0.3 * ia, -0.55 * ib, 0.18 * ia * g, 0.1 * ib * g, 0.4), AIR, 0.0)  # gas on top
     if t > 0.6:
         g = math.sin(math.pi * min(1.0, (t - 0.6) / 0.45))
         for side in (-1, 1):
             kx, ky = side * 0.33 * ia, 0.45 * ib
-            cv.paint(cv.ellipse(kx, ky, 0.12 * ia * g, 0.2 * ib * g, side * 0.5), KIDNEY + j["kidney"] + 120 * contrast, 4.0)
+            cv.paint(
+                cv.ellipse(kx, ky, 0.12 * ia * g, 0.2 * ib * g, side * 0.5), KIDNEY + j["kidney"] + 120 * contrast, 4.0
+            )
             cv.paint(cv.ellipse(kx - side * 0.05 * ia, ky, 0.04 * ia * g, 0.08 * ib * g, side * 0.5), FAT, 4.0)
     if t > 0.55:
         for _ in range(int(6 + 14 * abdomen)):
             bx, by = rng.uniform(-0.6, 0.6) * ia, rng.uniform(-0.7, 0.2) * ib
             r = rng.uniform(8, 22)
             wall = 35.0 + 40 * contrast
-            cv.paint(cv.ellipse(bx, by, r, r * rng.uniform(0.6, 1.0), rng.uniform(0, math.pi)), wall, 4.0, within=(-150, 80))
+            cv.paint(
+                cv.ellipse(bx, by, r, r * rng.uniform(0.6, 1.0), rng.uniform(0, math.pi)), wall, 4.0, within=(-150, 80)
+            )
             content = AIR if rng.random() < 0.2 else rng.uniform(0, 25)
             cv.paint(cv.ellipse(bx, by, r * 0.75, r * 0.5, rng.uniform(0, math.pi)), content, 3.0, within=(-150, 200))
 
@@ -388,9 +396,8 @@ def write_corpus(
     import pandas as pd
     from PIL import Image
 
-    from ..runtime import progress
-
     from ..io import atomic_path
+    from ..runtime import progress
 
     images = Path(images_dir)
     images.mkdir(parents=True, exist_ok=True)
@@ -458,5 +465,5 @@ def write_corpus(
     with atomic_path(csv_path) as tmp:
         pd.DataFrame(rows, columns=cols).to_csv(tmp, index=False)
     n_lesions = sum(1 for r in rows if r["Bounding_boxes"])
-    log.info("wrote %d synthetic CT slices in %d series (%d key-slice lesions) under %s", written, n_series, n_lesions, images)
+    log.info("wrote %d synthetic CT slices in %d series (%d key-slice lesions)", written, n_series, n_lesions)
     return {"series": n_series, "slices": written, "lesions": n_lesions, "hu_min": hu_min, "hu_max": hu_max}

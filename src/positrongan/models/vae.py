@@ -10,6 +10,7 @@ attention memory) and the "VAE" baseline on positron images, so nothing in it is
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class ConvVAE(nn.Module):
         self.fc_dec = nn.Linear(latent_dim, flat)
         dec: list[nn.Module] = []
         rev = chans[::-1]
-        for c, c_next in zip(rev[:-1], rev[1:]):
+        for c, c_next in itertools.pairwise(rev):
             dec += [
                 nn.ConvTranspose2d(c, c_next, 4, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(c_next),
@@ -85,7 +86,9 @@ class ConvVAE(nn.Module):
         return self.decoder(torch.relu(h))
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def reparameterize(
+        mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """z = mu + sigma * eps, eps ~ N(0, I): sampling that gradients flow through."""
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
@@ -186,7 +189,7 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu") -> ConvVAE:
         raise ArtifactError(f"{path}: file not found")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and runtime errors all mean "corrupt" here
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and runtime errors all mean "corrupt" here
         raise ArtifactError(f"{path}: not a readable torch file ({exc})") from None
     if not isinstance(blob, dict) or "state_dict" not in blob or "hparams" not in blob:
         raise ArtifactError(f"{path}: not a VAE model file (expected keys 'state_dict' and 'hparams')")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ def load_checkpoint(path: str | Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ArtifactError(f"{path}: file not found") from None
-    except Exception as exc:  # zip, pickle and runtime errors all mean "corrupt" here
+    except Exception as exc:  # noqa: BLE001 - zip, pickle and runtime errors all mean "corrupt" here
         raise ArtifactError(f"{path}: not a readable checkpoint ({exc})") from None
     need = {"model", "optimizer", "step", "hparams", "run", "losses"}
     if not isinstance(state, dict) or not need <= set(state):
@@ -134,7 +134,9 @@ def train_vae(
             diff = ", ".join(f"{k}: {old.get(k)} -> {run[k]}" for k in sorted(run) if old.get(k) != run[k])
             log.warning("%s is from a different run (%s); training from scratch", checkpoint, diff)
         elif int(state["step"]) > total:
-            log.warning("%s is at step %d, beyond this run's %d steps; training from scratch", checkpoint, state["step"], total)
+            log.warning(
+                "%s is at step %d, beyond this run's %d steps; training from scratch", checkpoint, state["step"], total
+            )
         else:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -180,9 +182,7 @@ def train_vae(
         opt.step()
         step += 1
         seen += x.shape[0]
-        losses.append(
-            {"step": step, "epoch": epoch + 1, "loss": loss.item(), "recon": rec.item(), "kl": kl.item()}
-        )
+        losses.append({"step": step, "epoch": epoch + 1, "loss": loss.item(), "recon": rec.item(), "kl": kl.item()})
         bar.update(1)
         if checkpoint is not None and (step % every == 0 or step == total):
             save_checkpoint(checkpoint, model, opt, step, losses, run)
