@@ -33,16 +33,21 @@ def results(*parts):
     return "/".join([RESULTS, *parts])
 
 
-def cfg_json(*sections):
-    """The config sections a rule depends on, as JSON for `positrongan <stage> --config-json`.
+def cfg_json(*keys):
+    """The config a rule depends on, as JSON for `positrongan <stage> --config-json`.
 
-    Passing only these sections (as a param) means Snakemake reruns a rule exactly when a key
-    it reads changes, and the stage refuses to read a section it was not given."""
-    return json.dumps(
-        {k: config[k] for k in ("seed", "device", *sections)},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    Keys are sections ("scanner") or dotted keys ("reconstruction.grid"). Passing only these as
+    a param means Snakemake reruns a rule exactly when a key it reads changes; the stage refuses
+    to read a section it was not given (a dotted key gives its section, other keys defaulted)."""
+    picked = {}
+    for key in ("seed", "device", *keys):
+        *parents, leaf = key.split(".")
+        src, dst = config, picked
+        for part in parents:
+            src = src[part]
+            dst = dst.setdefault(part, {})
+        dst[leaf] = src[leaf]
+    return json.dumps(picked, sort_keys=True, separators=(",", ":"))
 
 
 def capped_threads(n):

@@ -67,7 +67,7 @@ rule train_vae:
         mem_mb=4000,
         runtime=60,
     params:
-        cfg=cfg_json("ct", "vae", "dataset"),
+        cfg=cfg_json("ct", "vae", "dataset.image_size"),
         root=_CT_ROOT,
     shell:
         "positrongan train-vae --config-json {params.cfg:q} --threads {threads} "

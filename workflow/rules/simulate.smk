@@ -19,8 +19,15 @@ rule simulate_scan:
         mem_mb=2000,
         runtime=30,
     params:
+        # The truth maps live on the reconstruction grid: only its size is read here.
         cfg=cfg_json(
-            "scans", "phantom", "scanner", "digitizer", "simulation", "reconstruction"
+            "scans",
+            "phantom",
+            "scanner",
+            "digitizer",
+            "simulation",
+            "reconstruction.grid",
+            "reconstruction.fov_mm",
         ),
     shell:
         "positrongan simulate --config-json {params.cfg:q} --threads {threads} "
