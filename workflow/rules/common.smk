@@ -24,7 +24,10 @@ except _ConfigError as exc:
 
 
 RESULTS = config["results_dir"]
-SCANS = [f"scan_{i:0{max(3, len(str(config['scans']['count'] - 1)))}d}" for i in range(config["scans"]["count"])]
+SCANS = [
+    f"scan_{i:0{max(3, len(str(config['scans']['count'] - 1)))}d}"
+    for i in range(config["scans"]["count"])
+]
 METHODS = config["training"]["methods"]
 
 
@@ -38,7 +41,8 @@ def cfg_json(*keys):
 
     Keys are sections ("scanner") or dotted keys ("reconstruction.grid"). Passing only these as
     a param means Snakemake reruns a rule exactly when a key it reads changes; the stage refuses
-    to read a section it was not given (a dotted key gives its section, other keys defaulted)."""
+    to read a section it was not given (a dotted key gives its section, other keys defaulted).
+    """
     picked = {}
     for key in ("seed", "device", *keys):
         *parents, leaf = key.split(".")

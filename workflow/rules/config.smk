@@ -8,12 +8,12 @@ rule save_config:
         "logs/save_config.log",
     benchmark:
         "benchmarks/save_config.tsv"
-    params:
-        cfg=json.dumps(config, sort_keys=True),
+    conda:
+        "../../envs/sim.yaml"
     threads: 1
     resources:
         mem_mb=500,
-    conda:
-        "../../envs/sim.yaml"
+    params:
+        cfg=json.dumps(config, sort_keys=True),
     shell:
         "positrongan config --config-json {params.cfg:q} --out {output} > {log} 2>&1"
