@@ -23,9 +23,18 @@ def test_default_config_dry_run():
     assert res.returncode == 0, res.stderr[-3000:]
 
 
-def test_paper_config_dry_run():
-    res = snakemake("-n", "--cores", "2", "--quiet", "rules", "--configfile", "config/paper.yaml")
+def test_paper_config_dry_run(tmp_path):
+    # The paper config reads DeepLesion from ct.path; plan it against an (empty) copy of the layout.
+    lesion = tmp_path / "DeepLesion"
+    (lesion / "Images_png").mkdir(parents=True)
+    (lesion / "DL_info.csv").write_text("File_name\n")
+    extra = tmp_path / "where.yaml"
+    extra.write_text(f"ct:\n  path: {lesion}\n")
+    res = snakemake(
+        "-n", "--cores", "2", "--quiet", "rules", "--configfile", "config/paper.yaml", str(extra)
+    )
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "train_gan" in res.stdout + res.stderr
 
 
 def test_unknown_key_fails_naming_it():
