@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError
 from ..geometry.scanner import Scanner
+from ..simulate.rootio import open_tree
 
 log = logging.getLogger(__name__)
 
@@ -222,31 +223,12 @@ def read_coincidences(
         ArtifactError: naming the file, when it is missing, not ROOT, lacks the tree or the
             branches, holds no coincidence, or has ids outside the configured scanner.
     """
-    import uproot
-
     path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"{path}: coincidence file not found")
-    if path.stat().st_size == 0:
-        raise ArtifactError(f"{path}: coincidence file is empty (0 bytes)")
-    try:
-        with uproot.open(path) as fh:
-            names = {k.split(";")[0] for k in fh.keys()}
-            if tree_name not in names:
-                raise ArtifactError(
-                    f"{path}: no '{tree_name}' tree (found: {sorted(names) or 'nothing'}); "
-                    "expected GATE's coincidence schema (docs/contract.md)"
-                )
-            tree = fh[tree_name]
-            if tree.num_entries == 0:
-                raise ArtifactError(f"{path}: tree '{tree_name}' holds no coincidences")
-            c1 = _crystal_ids(tree, "1", scanner, path, tree_name)
-            c2 = _crystal_ids(tree, "2", scanner, path, tree_name)
-    except ArtifactError:
-        raise
-    except Exception as exc:  # uproot raises many types for truncated or foreign files
-        detail = " ".join(str(exc).split())[:200]  # uproot's messages span lines; the CLI prints one
-        raise ArtifactError(f"{path}: not a readable ROOT coincidence file ({type(exc).__name__}: {detail})") from None
+    with open_tree(path, tree_name) as tree:
+        if tree.num_entries == 0:
+            raise ArtifactError(f"{path}: tree '{tree_name}' holds no coincidences")
+        c1 = _crystal_ids(tree, "1", scanner, path, tree_name)
+        c2 = _crystal_ids(tree, "2", scanner, path, tree_name)
     ok = (c1 >= 0) & (c2 >= 0)
     if (~ok).any():
         log.warning("%s:%s: %d pairs outside the scanner's axial extent dropped", path.name, tree_name, (~ok).sum())
@@ -265,5 +247,4 @@ def has_tree(path: str | Path, tree_name: str) -> bool:
     import uproot
 
     with uproot.open(path) as fh:
-        names = {k.split(";")[0] for k in fh.keys()}
-        return tree_name in names and fh[tree_name].num_entries > 0
+        return tree_name in fh and fh[tree_name].num_entries > 0

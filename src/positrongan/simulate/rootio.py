@@ -122,17 +122,21 @@ def open_writer(path: str | Path, delayed: bool, compression_level: int = 1) -> 
             yield RootWriter(f, delayed)
 
 
-def read_tree(path: str | Path, tree: str, branches: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Read a tree of a simulation ROOT file into numpy arrays, with errors that name the file.
+@contextlib.contextmanager
+def open_tree(path: str | Path, tree: str) -> Iterator[object]:
+    """Open one tree of a simulation ROOT file (an uproot TTree) for reading.
+
+    Every way a file can be unusable (missing, empty, truncated, not ROOT, no such tree, a read
+    failing inside the block) becomes one ArtifactError naming the file, so stages never show
+    uproot's tracebacks.
 
     Params:
         path: the ROOT file.
         tree: ``Singles``, ``Coincidences`` or ``Delayed``.
-        branches: branches to read (default: all).
-    Returns:
-        dict branch -> array.
+    Yields:
+        The tree, valid inside the ``with`` block.
     Raises:
-        ArtifactError: missing, truncated or corrupt file, or a missing tree/branch.
+        ArtifactError: as above.
     """
     import uproot
 
@@ -148,15 +152,31 @@ def read_tree(path: str | Path, tree: str, branches: list[str] | None = None) ->
                 raise ArtifactError(
                     f"{path}: no tree '{tree}' (it has {have}); was it written by positrongan simulate?"
                 )
-            t = f[tree]
-            missing = [b for b in (branches or []) if b not in t.keys()]
-            if missing:
-                raise ArtifactError(f"{path}: tree '{tree}' lacks branch(es) {missing}")
-            arrays = t.arrays(branches, library="np")
+            yield f[tree]
     except ArtifactError:
         raise
     except Exception as exc:  # uproot raises many types on a truncated/corrupt file
+        detail = " ".join(str(exc).split())[:200]  # uproot's messages span lines; the CLI prints one
         raise ArtifactError(
-            f"{path}: not a readable ROOT file ({type(exc).__name__}: {exc}); it may be truncated or corrupt"
+            f"{path}: not a readable ROOT file ({type(exc).__name__}: {detail}); it may be truncated or corrupt"
         ) from None
+
+
+def read_tree(path: str | Path, tree: str, branches: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a tree of a simulation ROOT file into numpy arrays, with errors that name the file.
+
+    Params:
+        path: the ROOT file.
+        tree: ``Singles``, ``Coincidences`` or ``Delayed``.
+        branches: branches to read (default: all).
+    Returns:
+        dict branch -> array.
+    Raises:
+        ArtifactError: missing, truncated or corrupt file, or a missing tree/branch.
+    """
+    with open_tree(path, tree) as t:
+        missing = [b for b in (branches or []) if b not in t.keys()]
+        if missing:
+            raise ArtifactError(f"{path}: tree '{tree}' lacks branch(es) {missing}")
+        arrays = t.arrays(branches, library="np")
     return {k: np.asarray(v) for k, v in arrays.items()}
