@@ -1,6 +1,7 @@
 """The Snakemake workflow: the default config plans, a bad key fails naming it, and a tiny
 config runs the whole pipeline end to end."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -12,9 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def snakemake(*args, cwd=ROOT, timeout=600):
-    exe = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
+    # The rules call the `positrongan` console script: put this interpreter's scripts first on
+    # PATH, so the tests run the same installation whether or not its venv is activated.
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(
-        [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [str(bindir / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -54,7 +58,7 @@ def test_bad_value_fails_naming_it(tmp_path):
 @pytest.mark.slow
 def test_tiny_config_runs_the_whole_pipeline(tmp_path):
     """`snakemake --cores 2` on a toy-size config: every stage, the table, then nothing to redo."""
-    for item in ("Snakefile", "workflow", "config", "profiles"):
+    for item in ("Snakefile", "workflow", "config", "profiles", "envs"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
     shutil.copy(ROOT / "tests" / "configs" / "slurm_tiny.yaml", tmp_path / "tiny.yaml")
