@@ -59,7 +59,7 @@ rule sample_method:
         mem_mb=1500,
         runtime=10,
     params:
-        cfg=cfg_json("training", "evaluation"),
+        cfg=cfg_json("training", "evaluation.samples"),
         extra=_sample_extra,
     shell:
         "positrongan sample --config-json {params.cfg:q} --threads {threads} "
