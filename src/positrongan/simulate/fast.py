@@ -122,28 +122,42 @@ class FastEngine:
         Returns:
             (decay positions (n, 3), photons (2n,): photon k and k + n belong to decay k).
         """
+        src, st = self._emit(times, rng)
+        m = st.shape[1]
+        return src, Photons(
+            pos=np.ascontiguousarray(st[0:3].T),
+            dir=np.ascontiguousarray(st[3:6].T),
+            energy=st[6].copy(),
+            path=np.zeros(m),
+            scatters=np.zeros(m, np.int16),
+            alive=np.ones(m, bool),
+        )
+
+    def _emit(self, times: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`emit` with the photons as a state array (see :meth:`_transport`)."""
         n = times.size
         src = self.tube.sample_fluid(n, rng)
         ann = src
         if self.pcfg["positron_range"]:
             length = rng.gamma(2.0, POSITRON_RANGE_MEAN_MM / 2.0, n)
             ann = src + mat.isotropic(n, rng) * length[:, None]
-        d1 = mat.isotropic(n, rng)
+        st = np.empty((10, 2 * n))
+        u1 = mat.isotropic_uvw(n, rng)
         sigma = math.radians(self.scfg["acollinearity_fwhm_deg"]) * FWHM_TO_SIGMA
+        st[3:6, :n] = u1
         if sigma > 0:
             dev = np.hypot(rng.normal(0, sigma, n), rng.normal(0, sigma, n))
-            d2 = mat.rotate_directions(-d1, np.cos(dev), rng)
+            np.negative(u1, out=u1)
+            st[3:6, n:] = mat.rotate_uvw(u1, np.cos(dev), rng)
         else:
-            d2 = -d1
-        pos = np.concatenate([ann, ann])
-        return src, Photons(
-            pos=pos,
-            dir=np.concatenate([d1, d2]),
-            energy=np.full(2 * n, PHOTON_MEV),
-            path=np.zeros(2 * n),
-            scatters=np.zeros(2 * n, np.int16),
-            alive=np.ones(2 * n, bool),
-        )
+            np.negative(u1, out=st[3:6, n:])
+        st[0:3, :n] = ann.T
+        st[0:3, n:] = st[0:3, :n]
+        st[6] = PHOTON_MEV
+        st[7] = 0.0
+        st[8] = 0.0
+        st[9] = np.arange(2 * n)
+        return src, st
 
     # ---- phantom transport --------------------------------------------------------------------
 
@@ -154,51 +168,88 @@ class FastEngine:
         the real material decides whether a real interaction happens (probability mu/mu_max).
         Returns the same object, with ``pos`` on the bounding cylinder for surviving photons.
         """
+        idx0 = np.flatnonzero(ph.alive)
+        st = np.empty((10, idx0.size))
+        st[0:3] = ph.pos.take(idx0, axis=0).T
+        st[3:6] = ph.dir.take(idx0, axis=0).T
+        st[6] = ph.energy.take(idx0)
+        st[7] = ph.path.take(idx0)
+        st[8] = ph.scatters.take(idx0)
+        st[9] = idx0
+        out, dead = self._transport(st, rng)
+        ph.alive[dead] = False
+        k = out[9].astype(np.int64)
+        ph.pos[k] = out[0:3].T
+        ph.dir[k] = out[3:6].T
+        ph.energy[k] = out[6]
+        ph.path[k] = out[7]
+        ph.scatters[k] = out[8]
+        return ph
+
+    def _transport(self, st: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Phantom transport of photons held in a state array.
+
+        The photons in flight are one (10, n) array stored by component (rows x, y, z, ux, uy,
+        uz, E, path, scatters, photon index), compacted with one ``take`` per flight (much
+        cheaper than masking each field).
+
+        Returns:
+            (the state (10, m) of the m photons that left the bounding cylinder, positioned on it,
+            in the order they left; the photon indices of those lost in the phantom).
+        """
         max_orders = self.scfg["max_scatter_orders"]
-        idx = np.flatnonzero(ph.alive)
-        while idx.size:
-            whole = idx.size == ph.alive.size  # first flight of a fresh batch: no gathers needed
-            p, d, e = (ph.pos, ph.dir, ph.energy) if whole else (ph.pos[idx], ph.dir[idx], ph.energy[idx])
-            dexit = _exit_cylinder(p, d, self.r_bound, self.h_bound)
-            mumax = self.table.mu_max(e)
-            s = rng.standard_exponential(idx.size) / mumax
-            # Every photon moves by min(flight, distance to exit); those that reach the exit are done.
-            step = np.minimum(s, dexit)
-            p = p + d * step[:, None]
-            if whole:
-                ph.pos = p
-                ph.path += step
-            else:
-                ph.pos[idx] = p
-                ph.path[idx] += step
+        done, lost = [], []
+        while st.shape[1]:
+            dexit = _exit_cylinder_soa(st, self.r_bound, self.h_bound)
+            mumax = self.table.mu_max(st[6])
+            s = rng.standard_exponential(st.shape[1])
+            s /= mumax
             stay = s < dexit
-            idx, p, d, e, mumax = idx[stay], p[stay], d[stay], e[stay], mumax[stay]
-            m = self.tube.classify(p[:, 0], p[:, 1], p[:, 2])
-            mu_pe, mu_c, mu_r = self.table.partials(m, e)
-            r = rng.random(idx.size) * mumax
-            photo = r < mu_pe
-            compton = (r >= mu_pe) & (r < mu_pe + mu_c)
-            rayl = (r >= mu_pe + mu_c) & (r < mu_pe + mu_c + mu_r)
-            scat = compton | rayl
+            # Photons whose flight reaches the exit are done: record their state on the cylinder.
+            j = np.flatnonzero(~stay)
+            if j.size:
+                ex = st.take(j, axis=1)
+                t = dexit.take(j)
+                ex[0:3] += ex[3:6] * t
+                ex[7] += t
+                done.append(ex)
+                j = np.flatnonzero(stay)
+                st, s, mumax = st.take(j, axis=1), s.take(j), mumax.take(j)
+            if not st.shape[1]:
+                break
+            st[0:3] += st[3:6] * s
+            st[7] += s
+            m = self.tube.classify(st[0], st[1], st[2])
+            c_pe, c_pc, c_tot = self.table.cumulative(m, st[6])
+            r = rng.random(st.shape[1])
+            r *= mumax
+            photo = r < c_pe
+            compton = (r >= c_pe) & (r < c_pc)
+            rayl = (r >= c_pc) & (r < c_tot)
             # A photon about to scatter beyond the followed orders is dropped (counted as lost).
-            over = scat & (ph.scatters[idx] >= max_orders)
-            ph.alive[idx[photo | over]] = False
+            over = (compton | rayl) & (st[8] >= max_orders)
+            dead = photo | over
             compton &= ~over
             rayl &= ~over
-            if compton.any():
-                ic = idx[compton]
-                cos_t, e_new = mat.sample_klein_nishina(e[compton], rng)
-                ph.dir[ic] = mat.rotate_directions(d[compton], cos_t, rng)
-                ph.energy[ic] = e_new
-                ph.scatters[ic] += 1
-            if rayl.any():
-                ir = idx[rayl]
-                cos_t = self.rayleigh.sample(m[rayl], e[rayl], rng)
-                ph.dir[ir] = mat.rotate_directions(d[rayl], cos_t, rng)
-                ph.scatters[ir] += 1
-            ph.alive[idx[ph.energy[idx] < self.e_cut]] = False
-            idx = idx[ph.alive[idx]]
-        return ph
+            jc = np.flatnonzero(compton)
+            if jc.size:
+                cos_t, e_new = mat.sample_klein_nishina(st[6].take(jc), rng)
+                st[3:6, jc] = mat.rotate_uvw(st[3:6].take(jc, axis=1), cos_t, rng)
+                st[6, jc] = e_new
+                st[8, jc] += 1
+                dead[jc] |= e_new < self.e_cut
+            jr = np.flatnonzero(rayl)
+            if jr.size:
+                cos_t = self.rayleigh.sample(m.take(jr), st[6].take(jr), rng)
+                st[3:6, jr] = mat.rotate_uvw(st[3:6].take(jr, axis=1), cos_t, rng)
+                st[8, jr] += 1
+            jd = np.flatnonzero(dead)
+            if jd.size:
+                lost.append(st[9].take(jd))
+                st = st.take(np.flatnonzero(~dead), axis=1)
+        out = np.concatenate(done, axis=1) if done else np.empty((10, 0))
+        lost = np.concatenate(lost).astype(np.int64) if lost else np.empty(0, np.int64)
+        return out, lost
 
     # ---- detection ----------------------------------------------------------------------------
 
@@ -210,65 +261,94 @@ class FastEngine:
             ``edep`` (MeV, summed), ``pos`` (n, 3) of the largest deposit, ``path`` (mm from the
             annihilation to that deposit), ``crystal`` (CrystalID).
         """
+        idx = np.flatnonzero(ph.alive)
+        st = np.empty((10, idx.size))
+        st[0:3] = ph.pos.take(idx, axis=0).T
+        st[3:6] = ph.dir.take(idx, axis=0).T
+        st[6] = ph.energy.take(idx)
+        st[7] = ph.path.take(idx)
+        st[8] = ph.scatters.take(idx)
+        st[9] = idx
+        det = self._detect(st, rng)
+        det["photon"] = idx.take(det.pop("row"))
+        return det
+
+    def _detect(self, ph_st: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """:meth:`detect` for photons in a state array; results name them by ``row`` in it."""
         sc = self.scanner
         r_in, r_out, half = sc.inner_radius_mm, sc.outer_radius_mm, sc.axial_length_mm / 2
-        # Entry into the crystal annulus, computed for the whole batch at once (cheaper than
-        # gathering the live photons first), then one compaction to the photons that enter.
-        t_in = _cylinder_from_inside(ph.pos, ph.dir, r_in)
-        with np.errstate(invalid="ignore"):
-            z_in = ph.pos[:, 2] + t_in * ph.dir[:, 2]
-        idx = np.flatnonzero(ph.alive & np.isfinite(t_in) & (np.abs(z_in) < half))
-        t_in = t_in[idx]
-        d = ph.dir[idx]
-        pos = ph.pos[idx] + d * t_in[:, None]
-        path = ph.path[idx] + t_in
-        e = ph.energy[idx]
+        # Entry into the crystal annulus, then one compaction to the photons that enter.
+        x, y, z, ux, uy, uz = ph_st[0], ph_st[1], ph_st[2], ph_st[3], ph_st[4], ph_st[5]
+        a = ux * ux + uy * uy
+        b = x * ux + y * uy
+        c = x * x + y * y - r_in * r_in
+        with np.errstate(divide="ignore", invalid="ignore"):
+            disc = b * b - a * c
+            np.maximum(disc, 0.0, out=disc)
+            t_in = (np.sqrt(disc) - b) / a  # inf or nan when along z
+            z_in = z + t_in * uz
+            ok = (a > 1e-15) & (np.abs(z_in) < half)
+        idx = np.flatnonzero(ok)
         n = idx.size
+        # State by component: x, y, z, ux, uy, uz, E, path, slot (index into the results).
+        st = ph_st[0:9].take(idx, axis=1)
+        t_in = t_in.take(idx)
+        st[0:3] += st[3:6] * t_in
+        st[7] += t_in
+        st[8] = np.arange(n)
         edep = np.zeros(n)
         best = np.zeros(n)
-        best_pos = np.zeros((n, 3))
+        best_pos = np.zeros((3, n))
         best_path = np.zeros(n)
         # The state of the photons still in flight is kept compacted; only results are scattered.
-        act = np.arange(n)
         for _ in range(MAX_CRYSTAL_INTERACTIONS):
-            if not act.size:
+            if not st.shape[1]:
                 break
-            dout = _leave_annulus(pos, d, r_in, r_out, half)
-            mu_pe, mu_c = self.crystal.photo_compton(e)
+            dout = _leave_annulus_soa(st, r_in, r_out, half)
+            mu_pe, mu_c = self.crystal.photo_compton(st[6])
             mu = mu_pe + mu_c
-            s = rng.standard_exponential(act.size) / mu
+            s = rng.standard_exponential(st.shape[1])
+            s /= mu
             inside = s < dout
             if not inside.all():
-                act, pos, d, e, path, s, mu_pe, mu = (x[inside] for x in (act, pos, d, e, path, s, mu_pe, mu))
-            pos = pos + d * s[:, None]
-            path = path + s
-            photo = rng.random(act.size) * mu < mu_pe
+                j = np.flatnonzero(inside)
+                st, s, mu_pe, mu = st.take(j, axis=1), s.take(j), mu_pe.take(j), mu.take(j)
+            st[0:3] += st[3:6] * s
+            st[7] += s
+            e = st[6]
+            act = st[8].astype(np.int64)
+            r = rng.random(st.shape[1])
+            r *= mu
+            photo = r < mu_pe
+            comp = np.flatnonzero(~photo)
             dep = np.where(photo, e, 0.0)
-            comp = ~photo
-            cos_t, e_new = mat.sample_klein_nishina(e[comp], rng)
-            dep[comp] = e[comp] - e_new
+            e_c = e.take(comp)
+            cos_t, e_new = mat.sample_klein_nishina(e_c, rng)
+            dep[comp] = e_c - e_new
             edep[act] += dep
-            win = dep > best[act]
-            wa = act[win]
-            best[wa] = dep[win]
-            best_pos[wa] = pos[win]
-            best_path[wa] = path[win]
-            act, pos, path = act[comp], pos[comp], path[comp]
-            d = mat.rotate_directions(d[comp], cos_t, rng)
-            e = e_new
-        got = edep > 0
+            jw = np.flatnonzero(dep > best.take(act))
+            wa = act.take(jw)
+            best[wa] = dep.take(jw)
+            best_pos[:, wa] = st[0:3].take(jw, axis=1)
+            best_path[wa] = st[7].take(jw)
+            st = st.take(comp, axis=1)
+            st[6] = e_new
+            st[3:6] = mat.rotate_uvw(st[3:6], cos_t, rng)
+        got = np.flatnonzero(edep > 0)
         # Positions are stored as float32: locate the crystal from the stored values, so the
         # file's CrystalID and PostPosition always agree.
-        hit_pos = best_pos[got].astype(np.float32)
-        crystal = sc.locate(hit_pos[:, 0], hit_pos[:, 1], hit_pos[:, 2])
+        hit_pos = best_pos.take(got, axis=1).astype(np.float32)
+        crystal = sc.locate(hit_pos[0], hit_pos[1], hit_pos[2])
         # A largest deposit just past an axial end face (rounding) is clipped to the last ring.
         ok = crystal >= 0
+        if not ok.all():
+            got, hit_pos, crystal = got[ok], hit_pos[:, ok], crystal[ok]
         return {
-            "photon": idx[got][ok],
-            "edep": edep[got][ok],
-            "pos": hit_pos[ok],
-            "path": best_path[got][ok],
-            "crystal": crystal[ok].astype(np.int32),
+            "row": idx.take(got),
+            "edep": edep.take(got),
+            "pos": hit_pos.T,
+            "path": best_path.take(got),
+            "crystal": crystal.astype(np.int32),
         }
 
     # ---- one chunk ---------------------------------------------------------------------------
@@ -284,30 +364,34 @@ class FastEngine:
             Singles columns (GATE branch names + truth), not yet time-sorted.
         """
         n = times.size
-        src, ph = self.emit(times, rng)
-        self.transport_phantom(ph, rng)
-        det = self.detect(ph, rng)
-        k = det["photon"]
-        decay = k % n
-        e_blur = det["edep"] + rng.standard_normal(k.size) * self.energy_sigma(det["edep"])
+        src, st = self._emit(times, rng)
+        out, _ = self._transport(st, rng)
+        det = self._detect(out, rng)
+        row = det["row"]
+        decay = out[9].take(row).astype(np.int64) % n
+        edep = det["edep"]
+        e_blur = edep + rng.standard_normal(row.size) * self.energy_sigma(edep)
         t_sigma = self.dcfg["time_resolution_ps"] * 1e-3 * FWHM_TO_SIGMA
-        t = times[decay] + det["path"] / C_MM_PER_NS + rng.standard_normal(k.size) * t_sigma
+        t = times.take(decay) + det["path"] / C_MM_PER_NS + rng.standard_normal(row.size) * t_sigma
         lo, hi = (v / 1000.0 for v in self.dcfg["energy_window_kev"])
-        keep = (e_blur >= lo) & (e_blur <= hi)
-        cid = det["crystal"][keep]
+        keep = np.flatnonzero((e_blur >= lo) & (e_blur <= hi))
+        cid = det["crystal"].take(keep)
+        dk = decay.take(keep)
+        pos = det["pos"].take(keep, axis=0)
+        sp = src.take(dk, axis=0).astype(np.float32)
         return {
-            "EventID": (first_event + decay[keep]).astype(np.int64),
-            "GlobalTime": t[keep],
-            "TotalEnergyDeposit": e_blur[keep],
-            "PostPosition_X": det["pos"][keep, 0],
-            "PostPosition_Y": det["pos"][keep, 1],
-            "PostPosition_Z": det["pos"][keep, 2],
-            "PreStepUniqueVolumeID": self.volume_ids[cid],
+            "EventID": first_event + dk,
+            "GlobalTime": t.take(keep),
+            "TotalEnergyDeposit": e_blur.take(keep),
+            "PostPosition_X": pos[:, 0],
+            "PostPosition_Y": pos[:, 1],
+            "PostPosition_Z": pos[:, 2],
+            "PreStepUniqueVolumeID": self.volume_ids.take(cid),
             "CrystalID": cid,
-            "PhantomScatters": ph.scatters[k[keep]],
-            "SourcePosition_X": src[decay[keep], 0].astype(np.float32),
-            "SourcePosition_Y": src[decay[keep], 1].astype(np.float32),
-            "SourcePosition_Z": src[decay[keep], 2].astype(np.float32),
+            "PhantomScatters": out[8].take(row.take(keep)).astype(np.int16),
+            "SourcePosition_X": sp[:, 0],
+            "SourcePosition_Y": sp[:, 1],
+            "SourcePosition_Z": sp[:, 2],
         }
 
 
@@ -350,3 +434,41 @@ def _leave_annulus(p: np.ndarray, d: np.ndarray, r_in: float, r_out: float, half
             d[:, 2] > 0, (half - p[:, 2]) / d[:, 2], np.where(d[:, 2] < 0, (-half - p[:, 2]) / d[:, 2], np.inf)
         )
     return np.maximum(np.minimum(np.minimum(t_out, t_inner), t_z), 0.0)
+
+
+def _exit_cylinder_soa(st: np.ndarray, radius: float, half: float) -> np.ndarray:
+    """:func:`_exit_cylinder` for a state stored by component (rows x, y, z, ux, uy, uz)."""
+    x, y, z, ux, uy, uz = st[0], st[1], st[2], st[3], st[4], st[5]
+    a = ux * ux + uy * uy
+    b = x * ux + y * uy
+    c = x * x + y * y - radius * radius
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disc = b * b - a * c
+        np.maximum(disc, 0.0, out=disc)
+        t_side = (np.sqrt(disc) - b) / a
+        t_side[a <= 1e-15] = np.inf
+        t_z = (np.copysign(half, uz) - z) / uz  # uz == 0: +-inf or nan, both mean "never"
+    np.fmin(t_side, t_z, out=t_side)
+    return np.maximum(t_side, 0.0, out=t_side)
+
+
+def _leave_annulus_soa(st: np.ndarray, r_in: float, r_out: float, half: float) -> np.ndarray:
+    """:func:`_leave_annulus` for a state stored by component (rows x, y, z, ux, uy, uz)."""
+    x, y, z, ux, uy, uz = st[0], st[1], st[2], st[3], st[4], st[5]
+    a = ux * ux + uy * uy
+    b = x * ux + y * uy
+    rr = x * x + y * y
+    bb = b * b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disc_out = bb - a * (rr - r_out * r_out)
+        np.maximum(disc_out, 0.0, out=disc_out)
+        t = (np.sqrt(disc_out) - b) / a
+        disc = bb - a * (rr - r_in * r_in)
+        # Heading inwards (b < 0) and the line meets the inner cylinder: leaves into the bore.
+        inner = (b < 0) & (disc > 0)
+        t_inner = np.where(inner, (-b - np.sqrt(np.maximum(disc, 0.0))) / a, np.inf)
+        np.minimum(t, t_inner, out=t)
+        t[a <= 1e-15] = np.inf
+        t_z = (np.copysign(half, uz) - z) / uz
+    np.fmin(t, t_z, out=t)
+    return np.maximum(t, 0.0, out=t)

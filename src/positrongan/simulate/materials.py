@@ -105,6 +105,12 @@ class MaterialTable:
         # the node-wise max is >= the interpolation of every material, so it stays a majorant.
         self.majorant = self.total.max(axis=0)
         self._de = ENERGIES[1] - ENERGIES[0]
+        # Cumulative partials (photo, photo + compton, total), flattened over (material, energy)
+        # so that one 1-D ``take`` per table looks up every photon's material and energy.
+        self._cum = [
+            np.ascontiguousarray(t).ravel()
+            for t in (self.photo, self.photo + self.compton, self.photo + self.compton + self.rayl)
+        ]
 
     def _index(self, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f = np.clip((energy - E_MIN_MEV) / self._de, 0.0, N_ENERGIES - 1.000001)
@@ -121,6 +127,19 @@ class MaterialTable:
         i, w = self._index(energy)
         p, c = self.photo[0], self.compton[0]
         return p[i] * (1 - w) + p[i + 1] * w, c[i] * (1 - w) + c[i + 1] * w
+
+    def cumulative(self, material: np.ndarray, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(photo, photo + compton, photo + compton + rayleigh) coefficients (1/mm) per photon.
+
+        The thresholds a uniform r in [0, mu_max) is compared with to choose the process.
+        """
+        i, w = self._index(energy)
+        i += np.asarray(material, dtype=np.int64) * N_ENERGIES
+        out = []
+        for tab in self._cum:
+            lo = tab.take(i)
+            out.append(lo + (tab.take(i + 1) - lo) * w)
+        return out[0], out[1], out[2]
 
     def partials(self, material: np.ndarray, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(photo, compton, rayleigh) coefficients (1/mm) of each photon's material and energy."""
@@ -148,14 +167,14 @@ def sample_klein_nishina(energy_mev: np.ndarray, rng: np.random.Generator) -> tu
     n = k.size
     eps_out = np.empty(n)
     cos_out = np.empty(n)
-    todo = np.arange(n)
-    while todo.size:
-        kk = k[todo]
+    todo = None  # None: every photon (first round, no gather)
+    kk = k
+    while kk.size:
         eps0 = 1.0 / (1.0 + 2.0 * kk)
         eps0sq = eps0 * eps0
         alpha1 = -np.log(eps0)
         alpha2 = alpha1 + 0.5 * (1.0 - eps0sq)
-        r = rng.random((3, todo.size))
+        r = rng.random((3, kk.size))
         first = alpha1 > alpha2 * r[0]
         eps = np.where(first, np.exp(-alpha1 * r[1]), np.sqrt(eps0sq + (1.0 - eps0sq) * r[1]))
         epssq = eps * eps
@@ -163,10 +182,15 @@ def sample_klein_nishina(energy_mev: np.ndarray, rng: np.random.Generator) -> tu
         sint2 = onecost * (2.0 - onecost)
         greject = 1.0 - eps * sint2 / (1.0 + epssq)
         ok = greject >= r[2]
-        idx = todo[ok]
-        eps_out[idx] = eps[ok]
-        cos_out[idx] = 1.0 - onecost[ok]
-        todo = todo[~ok]
+        if todo is None and ok.all():
+            return 1.0 - onecost, eps * np.asarray(energy_mev)
+        j = np.flatnonzero(ok)
+        idx = j if todo is None else todo.take(j)
+        eps_out[idx] = eps.take(j)
+        cos_out[idx] = 1.0 - onecost.take(j)
+        rest = np.flatnonzero(~ok)
+        todo = rest if todo is None else todo.take(rest)
+        kk = k.take(todo)
     return cos_out, eps_out * np.asarray(energy_mev)
 
 
@@ -238,28 +262,73 @@ def rotate_directions(d: np.ndarray, cos_theta: np.ndarray, rng: np.random.Gener
     Returns:
         New unit directions (n, 3).
     """
-    n = d.shape[0]
-    phi = rng.random(n) * (2 * np.pi)
+    return rotate_uvw(np.ascontiguousarray(d.T), cos_theta, rng).T
+
+
+def rotate_uvw(u: np.ndarray, cos_theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`rotate_directions` on directions stored by component: ``u`` (3, n) -> new (3, n).
+
+    The azimuth's cosine and sine are computed in float32 (~1e-7, far below any physical
+    resolution here; float32 trigonometry is several times faster); the rest in float64.
+    """
+    n = u.shape[1]
+    phi = rng.random(n, dtype=np.float32) * np.float32(2 * np.pi)
+    cos_theta = np.asarray(cos_theta, dtype=np.float64)
     sin_t = np.sqrt(np.clip(1.0 - cos_theta * cos_theta, 0.0, None))
-    lx, ly, lz = sin_t * np.cos(phi), sin_t * np.sin(phi), cos_theta
-    ux, uy, uz = d[:, 0], d[:, 1], d[:, 2]
+    cphi, sphi = _unit_azimuth(phi)
+    lx = cphi * sin_t
+    ly = sphi * sin_t
+    lz = cos_theta
+    ux, uy, uz = u[0], u[1], u[2]
     up2 = ux * ux + uy * uy
     up = np.sqrt(up2)
-    out = np.empty((n, 3))
+    out = np.empty((3, n))
     with np.errstate(divide="ignore", invalid="ignore"):
-        out[:, 0] = (ux * uz * lx - uy * ly) / up + ux * lz
-        out[:, 1] = (uy * uz * lx + ux * ly) / up + uy * lz
-    out[:, 2] = -up * lx + uz * lz
+        a = (uz * lx) / up
+        b = ly / up
+        np.multiply(ux, a, out=out[0])
+        out[0] -= uy * b
+        out[0] += ux * lz
+        np.multiply(uy, a, out=out[1])
+        out[1] += ux * b
+        out[1] += uy * lz
+    np.multiply(uz, lz, out=out[2])
+    out[2] -= up * lx
     along_z = up2 < 1e-20
     if along_z.any():
-        sgn = np.where(uz[along_z] >= 0, 1.0, -1.0)
-        out[along_z] = np.stack([lx[along_z] * sgn, ly[along_z], lz[along_z] * sgn], axis=1)
+        j = np.flatnonzero(along_z)
+        sgn = np.where(uz[j] >= 0, 1.0, -1.0)
+        out[0, j] = lx[j] * sgn
+        out[1, j] = ly[j]
+        out[2, j] = lz[j] * sgn
     return out
 
 
 def isotropic(n: int, rng: np.random.Generator) -> np.ndarray:
     """n isotropic unit vectors (n, 3)."""
-    cos_t = rng.random(n) * 2.0 - 1.0
-    phi = rng.random(n) * (2 * np.pi)
+    return isotropic_uvw(n, rng).T
+
+
+def isotropic_uvw(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n isotropic unit vectors stored by component (3, n); azimuth trigonometry in float32."""
+    out = np.empty((3, n))
+    cos_t = out[2]
+    rng.random(n, out=cos_t)
+    cos_t *= 2.0
+    cos_t -= 1.0
+    phi = rng.random(n, dtype=np.float32) * np.float32(2 * np.pi)
     s = np.sqrt(1.0 - cos_t * cos_t)
-    return np.stack([s * np.cos(phi), s * np.sin(phi), cos_t], axis=1)
+    cphi, sphi = _unit_azimuth(phi)
+    np.multiply(cphi, s, out=out[0])
+    np.multiply(sphi, s, out=out[1])
+    return out
+
+
+def _unit_azimuth(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cos, sin) of float32 angles, in float64 and renormalised so cos^2 + sin^2 = 1 to 1e-16."""
+    c = np.cos(phi).astype(np.float64)
+    s = np.sin(phi).astype(np.float64)
+    h = 1.0 / np.sqrt(c * c + s * s)
+    c *= h
+    s *= h
+    return c, s
