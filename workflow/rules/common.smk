@@ -10,6 +10,7 @@ min_version("8.10")
 # which adds the cross-key rules JSON-Schema cannot express. Both read the same schema file.
 validate(config, "../schemas/config.schema.yaml")
 try:
+    from positrongan.config import scan_ids as _scan_ids
     from positrongan.config import validate as _pg_validate
     from positrongan.errors import ConfigError as _ConfigError
 except ImportError as exc:
@@ -24,10 +25,7 @@ except _ConfigError as exc:
 
 
 RESULTS = config["results_dir"]
-SCANS = [
-    f"scan_{i:0{max(3, len(str(config['scans']['count'] - 1)))}d}"
-    for i in range(config["scans"]["count"])
-]
+SCANS = _scan_ids(config)
 METHODS = config["training"]["methods"]
 
 

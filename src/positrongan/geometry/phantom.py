@@ -173,16 +173,26 @@ class TubePhantom:
 
     def axis_offset(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(dx, dy) of the section centre at height z (mm)."""
-        zz = np.clip(2.0 * np.asarray(z) / self.length_mm, -1.0, 1.0)
-        s = self.bend_mm * (1.0 - zz * zz)
+        zz = np.asarray(z) * (2.0 / self.length_mm)
+        zz = np.minimum(zz, 1.0, out=zz if zz.ndim else None)
+        zz = np.maximum(zz, -1.0, out=zz if zz.ndim else None)
+        zz *= zz
+        s = self.bend_mm - self.bend_mm * zz
         return s * math.cos(self.bend_direction), s * math.sin(self.bend_direction)
 
     def to_local(self, x, y, z) -> tuple[np.ndarray, np.ndarray]:
         """Scanner (x, y, z) -> local section coordinates (u, v)."""
-        dx, dy = self.axis_offset(z)
-        xl, yl = x - dx, y - dy
         c, s = math.cos(self.psi), math.sin(self.psi)
-        return xl * c + yl * s, -xl * s + yl * c
+        if self.bend_mm == 0.0:
+            xl, yl = np.asarray(x), np.asarray(y)
+        else:
+            dx, dy = self.axis_offset(z)
+            xl, yl = x - dx, y - dy
+        u = xl * c
+        u += yl * s
+        v = yl * c
+        v -= xl * s
+        return u, v
 
     def to_global(self, u, v, z) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Local (u, v, z) -> scanner (x, y, z)."""
@@ -214,22 +224,35 @@ class TubePhantom:
         u, v, z = np.broadcast_arrays(u, v, z)
         shape = u.shape
         u, v, z = (np.asarray(c, dtype=np.float64).ravel() for c in (u, v, z))
-        r2 = u * u + v * v
-        r = np.sqrt(r2)
+        uu = u * u
+        vv = v * v
+        r = uu + vv
+        centre = np.flatnonzero(r <= 0)
+        np.sqrt(r, out=r)
         a, b = self.a_mm, self.b_mm
         # Along the ray through (u, v): r_out = a b r / sqrt(b^2 u^2 + a^2 v^2); no trigonometry.
         with np.errstate(divide="ignore", invalid="ignore"):
-            rout = (a * b) * r / np.sqrt((b * b) * (u * u) + (a * a) * (v * v))
-            cos_dphi = (u * self._c0 + v * self._s0) / r
-        centre = np.flatnonzero(r2 <= 0)
+            uu *= b * b
+            vv *= a * a
+            uu += vv
+            np.sqrt(uu, out=uu)
+            rout = np.divide(r, uu, out=uu)
+            rout *= a * b
+            # t = t0 (1 + v cos(phi - phi0)), cos(phi - phi0) = (u c0 + v s0) / r
+            t = u * (self.wall_mm * self.wall_variation * self._c0)
+            t += v * (self.wall_mm * self.wall_variation * self._s0)
+            t /= r
+            t += self.wall_mm
         if centre.size:
             rout[centre] = min(a, b)
-            cos_dphi[centre] = 1.0
-        t = self.wall_mm * (1.0 + self.wall_variation * cos_dphi)
+            t[centre] = self.wall_mm * (1.0 + self.wall_variation)
         rin = rout - t
         inside_z = np.abs(z) <= self.length_mm / 2
-        lumen = inside_z & (r < rin)
-        wall = inside_z & (r >= rin) & (r <= rout)
+        lumen = r < rin
+        lumen &= inside_z
+        wall = r >= rin
+        wall &= inside_z
+        wall &= r <= rout
         # Disjoint masks: the material id by arithmetic (cheaper than masked assignments).
         mat = lumen.view(np.uint8) * np.uint8(FLUID) + wall.view(np.uint8) * np.uint8(WALL)
         lab = np.zeros(r.shape, dtype=np.uint8) if labels else None
@@ -354,13 +377,21 @@ def truth_maps(
     # Voxel (row-major y, x) of each transaxial sub-sample, for the label histogram.
     vox_id = (np.arange(grid).repeat(sub)[:, None] * grid + np.arange(grid).repeat(sub)[None, :]).ravel()
     nsub = sub**3
+    # Sub-samples beyond the tube's bounding radius are air in every plane: classify the others only.
+    rb = tube.bounding_radius_mm
+    near = np.flatnonzero((xx * xx + yy * yy <= rb * rb).ravel())
+    x_near, y_near = xx.ravel().take(near)[None], yy.ravel().take(near)[None]
     for p, zc in enumerate(plane_z):
         if abs(zc) - plane_mm / 2 > tube.length_mm / 2:
             mu[p] = mu_511[AIR]
             continue
         # All sub-planes of the plane at once: (sub, grid*sub, grid*sub).
-        zz = np.broadcast_to((zc + offs * plane_mm)[:, None, None], (sub,) + xx.shape)
-        mat, lab = tube.classify(xx[None], yy[None], zz, labels=True)
+        zz = np.broadcast_to((zc + offs * plane_mm)[:, None], (sub, near.size))
+        m_near, l_near = tube.classify(x_near, y_near, zz, labels=True)
+        mat = np.full((sub, xx.size), AIR, np.uint8)
+        lab = np.zeros((sub, xx.size), np.uint8)
+        mat[:, near] = m_near
+        lab[:, near] = l_near
         # (sub, grid*sub, grid*sub) -> (sub, grid, sub, grid, sub) -> per-voxel sums
         activity[p] = (mat == FLUID).reshape(sub, grid, sub, grid, sub).sum(axis=(0, 2, 4)) / nsub
         mu[p] = mu_511[mat].reshape(sub, grid, sub, grid, sub).sum(axis=(0, 2, 4)) / nsub
