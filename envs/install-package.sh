@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # envs/<group>.post-deploy.sh are links to this one script. Snakemake runs it inside the
-# freshly created conda env (--sdm conda), from the working directory. It installs the positrongan package itself, editable, so the env runs this
-# checkout's code. Not a `pip: [-e ..]` entry in the env file: Snakemake copies the env file to
+# freshly created conda env (--sdm conda), from the working directory. It installs the
+# positrongan package itself, editable, so the env runs this checkout's code. Not a `pip: [-e ..]` entry in the env file: Snakemake copies the env file to
 # .snakemake/conda/<hash>.yaml before `conda env create`, and pip would resolve `..` from there.
 # The conda packages above already bring every dependency, hence --no-deps (nothing from PyPI).
 set -euo pipefail
