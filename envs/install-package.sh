@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# envs/<group>.post-deploy.sh are links to this one script. Snakemake runs it inside the
-# freshly created conda env (--sdm conda), from the working directory. It installs the
-# positrongan package itself, editable, so the env runs this checkout's code. Not a `pip: [-e ..]` entry in the env file: Snakemake copies the env file to
-# .snakemake/conda/<hash>.yaml before `conda env create`, and pip would resolve `..` from there.
-# The conda packages above already bring every dependency, hence --no-deps (nothing from PyPI).
-set -euo pipefail
+# envs/<group>.post-deploy.sh are links to this one script. Snakemake runs it inside the freshly
+# created conda env (--sdm conda), from the working directory. It installs the positrongan
+# package itself, editable, so the env runs this checkout's code. Not a `pip: [-e ..]` entry in
+# the env file: Snakemake copies the env file to .snakemake/conda/<hash>.yaml before `conda env
+# create`, and pip would resolve `..` from there. The conda packages above already bring every
+# dependency, hence --no-deps (nothing from PyPI).
 src="${POSITRONGAN_SRC:-$PWD}"
 if ! grep -qs '^name = "positrongan"' "$src/pyproject.toml"; then
     echo "post-deploy: no positrongan checkout at '$src' (run snakemake from the repository" \
