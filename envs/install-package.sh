@@ -5,6 +5,7 @@
 # the env file: Snakemake copies the env file to .snakemake/conda/<hash>.yaml before `conda env
 # create`, and pip would resolve `..` from there. The conda packages above already bring every
 # dependency, hence --no-deps (nothing from PyPI).
+set -euo pipefail
 src="${POSITRONGAN_SRC:-$PWD}"
 if ! grep -qs '^name = "positrongan"' "$src/pyproject.toml"; then
     echo "post-deploy: no positrongan checkout at '$src' (run snakemake from the repository" \
