@@ -71,8 +71,8 @@ def apply_policy(
     Returns:
         The kept (i, j).
     """
-    good = crystal[i] != crystal[j]
-    i, j = i[good], j[good]
+    good = np.flatnonzero(crystal.take(i) != crystal.take(j))
+    i, j = i.take(good), j.take(good)
     if policy == "take_all_good" or i.size == 0:
         return i, j
     if policy == "kill_all":
@@ -96,8 +96,8 @@ def pair_columns(singles: Mapping[str, np.ndarray], i: np.ndarray, j: np.ndarray
     """Coincidence columns: every singles branch suffixed 1 (opener) and 2 (partner)."""
     out = {}
     for name, col in singles.items():
-        out[name + "1"] = col[i]
-        out[name + "2"] = col[j]
+        out[name + "1"] = col.take(i)
+        out[name + "2"] = col.take(j)
     return out
 
 
@@ -150,7 +150,7 @@ class StreamSorter:
         else:
             merged = {k: np.concatenate([self.buffer[k], singles[k]]) for k in self.buffer}
         order = np.argsort(merged["GlobalTime"], kind="stable")
-        merged = {k: v[order] for k, v in merged.items()}
+        merged = {k: np.asarray(v).take(order) for k, v in merged.items()}
         t = merged["GlobalTime"]
         n_final = t.size if known_until is None else int(np.searchsorted(t, known_until - self.reach, side="left"))
         openers = np.arange(n_final)

@@ -61,8 +61,12 @@ def string_column(values: np.ndarray):
         else np.zeros((0, width), np.uint8)
     )
     used = raw != 0  # fixed-width bytes are NUL-padded; volume ids contain no NUL
+    # Lengths column by column: a reduction along the short byte axis is ~5x slower.
+    lengths = np.zeros(arr.size, np.int64)
+    for k in range(used.shape[1]):
+        lengths += used[:, k]
     offsets = np.zeros(arr.size + 1, np.int64)
-    np.cumsum(used.sum(axis=1), out=offsets[1:])
+    np.cumsum(lengths, out=offsets[1:])
     content = ak.contents.NumpyArray(raw[used], parameters={"__array__": "char"})
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), content, parameters={"__array__": "string"}))
 
@@ -74,12 +78,21 @@ class RootWriter:
     """
 
     def __init__(self, file, delayed: bool):
+        import awkward as ak
+
+        # The string type parsed once: uproot would parse the datashape "string" for every string
+        # branch (~20 ms each with awkward's parser); the written branch type is the same.
+        string = ak.types.from_datashape("string", highlevel=False)
+
+        def spec(schema: Mapping[str, object]) -> dict:
+            return {k: (string if t == "string" else t) for k, t in schema.items()}
+
         self.file = file
-        self.file.mktree("Singles", dict(SINGLES_BRANCHES), title="Singles (fast engine, GATE schema)")
-        self.file.mktree("Coincidences", pair_branches(), title="Prompt coincidences")
+        self.file.mktree("Singles", spec(SINGLES_BRANCHES), title="Singles (fast engine, GATE schema)")
+        self.file.mktree("Coincidences", spec(pair_branches()), title="Prompt coincidences")
         self.delayed = delayed
         if delayed:
-            self.file.mktree("Delayed", pair_branches(), title="Delayed-window coincidences")
+            self.file.mktree("Delayed", spec(pair_branches()), title="Delayed-window coincidences")
 
     @staticmethod
     def _typed(columns: Mapping[str, np.ndarray], schema: Mapping[str, object]) -> dict:
