@@ -59,6 +59,20 @@ class Photons:
     alive: np.ndarray  # (n,) bool
 
 
+def _state_of_alive(ph: Photons) -> np.ndarray:
+    """The live photons as the engine's (10, n) state array, one row per component: position
+    (0-2), direction (3-5), energy, path, scatters, and the photon's index in ``ph`` (9)."""
+    idx = np.flatnonzero(ph.alive)
+    st = np.empty((10, idx.size))
+    st[0:3] = ph.pos.take(idx, axis=0).T
+    st[3:6] = ph.dir.take(idx, axis=0).T
+    st[6] = ph.energy.take(idx)
+    st[7] = ph.path.take(idx)
+    st[8] = ph.scatters.take(idx)
+    st[9] = idx
+    return st
+
+
 class FastEngine:
     """The fast engine for one scan.
 
@@ -168,14 +182,7 @@ class FastEngine:
         the real material decides whether a real interaction happens (probability mu/mu_max).
         Returns the same object, with ``pos`` on the bounding cylinder for surviving photons.
         """
-        idx0 = np.flatnonzero(ph.alive)
-        st = np.empty((10, idx0.size))
-        st[0:3] = ph.pos.take(idx0, axis=0).T
-        st[3:6] = ph.dir.take(idx0, axis=0).T
-        st[6] = ph.energy.take(idx0)
-        st[7] = ph.path.take(idx0)
-        st[8] = ph.scatters.take(idx0)
-        st[9] = idx0
+        st = _state_of_alive(ph)
         box = [st]
         del st
         out, dead = self._transport(box, rng)
@@ -269,14 +276,8 @@ class FastEngine:
             ``edep`` (MeV, summed), ``pos`` (n, 3) of the largest deposit, ``path`` (mm from the
             annihilation to that deposit), ``crystal`` (CrystalID).
         """
-        idx = np.flatnonzero(ph.alive)
-        st = np.empty((10, idx.size))
-        st[0:3] = ph.pos.take(idx, axis=0).T
-        st[3:6] = ph.dir.take(idx, axis=0).T
-        st[6] = ph.energy.take(idx)
-        st[7] = ph.path.take(idx)
-        st[8] = ph.scatters.take(idx)
-        st[9] = idx
+        st = _state_of_alive(ph)
+        idx = st[9].astype(np.int64)
         det = self._detect(st, rng)
         det["photon"] = idx.take(det.pop("row"))
         return det
