@@ -287,15 +287,9 @@ class FastEngine:
         sc = self.scanner
         r_in, r_out, half = sc.inner_radius_mm, sc.outer_radius_mm, sc.axial_length_mm / 2
         # Entry into the crystal annulus, then one compaction to the photons that enter.
-        x, y, z, ux, uy, uz = ph_st[0], ph_st[1], ph_st[2], ph_st[3], ph_st[4], ph_st[5]
-        a = ux * ux + uy * uy
-        b = x * ux + y * uy
-        c = x * x + y * y - r_in * r_in
-        with np.errstate(divide="ignore", invalid="ignore"):
-            disc = b * b - a * c
-            np.maximum(disc, 0.0, out=disc)
-            t_in = (np.sqrt(disc) - b) / a  # inf or nan when along z
-            z_in = z + t_in * uz
+        t_in, a = _side_distance_soa(ph_st, r_in)  # inf or nan when along z
+        with np.errstate(invalid="ignore"):
+            z_in = ph_st[2] + t_in * ph_st[5]
             ok = (a > 1e-15) & (np.abs(z_in) < half)
         idx = np.flatnonzero(ok)
         n = idx.size
@@ -451,16 +445,24 @@ def _leave_annulus(p: np.ndarray, d: np.ndarray, r_in: float, r_out: float, half
     return np.maximum(np.minimum(np.minimum(t_out, t_inner), t_z), 0.0)
 
 
-def _exit_cylinder_soa(st: np.ndarray, radius: float, half: float) -> np.ndarray:
-    """:func:`_exit_cylinder` for a state stored by component (rows x, y, z, ux, uy, uz)."""
-    x, y, z, ux, uy, uz = st[0], st[1], st[2], st[3], st[4], st[5]
+def _side_distance_soa(st: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distance along each direction from a point inside an infinite z-cylinder to its side, for a
+    state stored by component (rows x, y, z, ux, uy, uz); also returns ux^2 + uy^2, which is ~0
+    (and the distance inf or nan) for photons moving along z."""
+    x, y, ux, uy = st[0], st[1], st[3], st[4]
     a = ux * ux + uy * uy
     b = x * ux + y * uy
-    c = x * x + y * y - radius * radius
     with np.errstate(divide="ignore", invalid="ignore"):
-        disc = b * b - a * c
+        disc = b * b - a * (x * x + y * y - radius * radius)
         np.maximum(disc, 0.0, out=disc)
-        t_side = (np.sqrt(disc) - b) / a
+        return (np.sqrt(disc) - b) / a, a
+
+
+def _exit_cylinder_soa(st: np.ndarray, radius: float, half: float) -> np.ndarray:
+    """:func:`_exit_cylinder` for a state stored by component (rows x, y, z, ux, uy, uz)."""
+    z, uz = st[2], st[5]
+    t_side, a = _side_distance_soa(st, radius)
+    with np.errstate(divide="ignore", invalid="ignore"):
         t_side[a <= 1e-15] = np.inf
         t_z = (np.copysign(half, uz) - z) / uz  # uz == 0: +-inf or nan, both mean "never"
     np.fmin(t_side, t_z, out=t_side)
