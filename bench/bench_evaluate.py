@@ -100,7 +100,7 @@ def bench_frechet(rng, dim: int = 512) -> dict:
 def bench_stage(rng) -> dict:
     from positrongan.config import derived_seed, validate
     from positrongan.io import save_npz
-    from positrongan.report.evaluation import run_evaluation
+    from positrongan.metrics.evaluation import run_evaluation
 
     cfg = validate({"device": "cpu"})
     methods = cfg["training"]["methods"]

@@ -25,7 +25,7 @@ import torch
 
 from positrongan.config import validate
 from positrongan.runtime import torch_device
-from positrongan.train.factory import build_trainer
+from positrongan.train.registry import METHODS, build_trainer
 from positrongan.train.latents import CTLatents
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=4, help="round-robin rounds")
     parser.add_argument("--steps", type=int, default=5, help="steps per method per round")
-    parser.add_argument("--methods", nargs="+", default=["dcgan", "ours", "vae", "wgan_gp"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)

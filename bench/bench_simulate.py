@@ -1,18 +1,21 @@
-"""Benchmark of the fast simulation engine (prints JSON).
+"""Benchmark of the fast simulation engine, compiled (numba) against the numpy reference (prints JSON).
 
-Measures, on one core (OMP_NUM_THREADS=1), for the default phantom of config/config.yaml:
-- engine throughput (decays/s, CPU time; median of 3 passes, with the range) of the vectorised
-  chunked engine, against two references measured in the same run: the same engine fed ONE
-  decay per call (what a non-vectorised per-decay loop costs in Python) and numpy's raw RNG
-  throughput for the
-  random numbers one decay consumes (a floor no numpy engine can beat);
-- the whole scan (engine + coincidence sorting + ROOT writing) at two decay counts a factor 10
-  apart, each in a fresh process, with its peak resident memory (memory must stay flat);
-- counts per scan for config/config.yaml (simulated at the default activity for a tenth of the
-  acquisition and scaled by 10: at a fixed rate every count is linear in time) and for the
-  paper's 600 Bq x 0.1 s (mean over seeds).
+Measures, on one core (OMP_NUM_THREADS=1, NUMBA_NUM_THREADS=1; CPU time, ``time.process_time``),
+for the default phantom and scanner of config/config.yaml, both kernels in the same run:
+- engine throughput (decays per CPU-second; median of 3 passes, with the range) of
+  ``simulation.kernel: numba`` and ``numpy``, and their ratio;
+- whole scans (engine + coincidence sorting + ROOT writing, each in a fresh process) at N and
+  10 N decays with the config's output settings (``write_singles``/``write_volume_ids`` as in
+  config/config.yaml), with the CPU seconds of each stage (kernel loading, engine, sorter,
+  writer), peak resident memory (must stay flat in the decays) and the ROOT file size; and the
+  reference: the numpy kernel writing everything (Singles and the volume-id strings), i.e.
+  the previous behaviour, at N decays (and at 10 N with ``--full-reference``);
+- the numba kernels' first compilation (empty cache directory, fresh process) and their load
+  time from the on-disk cache;
+- counts per scan of both kernels (default activity, from the N-decay runs scaled to the
+  config's acquisition) and, for the numba kernel, the paper's 600 Bq x 0.1 s (mean over seeds).
 
-Usage: python bench/bench_simulate.py [--decays 300000] [--quick]
+Usage: python bench/bench_simulate.py [--decays 4000000] [--quick] [--full-reference]
 """
 
 from __future__ import annotations
@@ -28,32 +31,40 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+COUNT_KEYS = ("decays", "singles", "prompts", "trues", "scatters", "randoms", "delayed")
 
 
-def _cfg(**phantom):
+def _cfg(sim: dict | None = None, **phantom):
     from positrongan import config
 
     cfg = config.load([ROOT / "config" / "config.yaml"], overrides=["simulation.engine=fast"])
     cfg["phantom"].update(phantom)
+    cfg["simulation"].update(sim or {})
     return cfg
 
 
-def engine_throughput(n_decays: int) -> dict:
+def engine_throughput(kernel: str, n_decays: int) -> dict:
     from positrongan.geometry.scanner import Scanner
-    from positrongan.simulate.fast import FastEngine
-    from positrongan.simulate.scan import draw_phantom
+    from positrongan.simulate.scan import draw_phantom, make_engine
 
-    cfg = _cfg()
+    cfg = _cfg({"kernel": kernel})
     tube = draw_phantom(cfg, "scan_000")
-    eng = FastEngine(tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"])
+    eng = make_engine(
+        kernel, tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"]
+    )
     rng = np.random.default_rng(0)
     chunk = cfg["simulation"]["chunk_decays"]
     times = np.sort(rng.uniform(0, 1e9, n_decays))
+    c0 = time.process_time()
+    if hasattr(eng, "compile"):
+        eng.compile()
     eng.simulate_chunk(times[:1000], 0, rng)  # warm up (tables, caches)
+    warm = time.process_time() - c0
     # Three passes over the same decay times (fresh random numbers each): the machine is shared,
     # so the median CPU time is reported, with the spread.
     cpus, walls = [], []
@@ -65,101 +76,136 @@ def engine_throughput(n_decays: int) -> dict:
         cpus.append(time.process_time() - c0)
         walls.append(time.perf_counter() - w0)
     cpu, wall = float(np.median(cpus)), float(np.median(walls))
-    # Reference 1: one decay per call (no vectorisation), on a small subset.
-    n_ref = 300
-    c0 = time.process_time()
-    for k in range(n_ref):
-        eng.simulate_chunk(times[k : k + 1], k, rng)
-    per_decay_cpu = (time.process_time() - c0) / n_ref
-    # Reference 2: numpy's RNG alone, drawing as many doubles as one decay uses (~60:
-    # emission, ~3 flights per photon, Klein-Nishina, crystal tracking, blurs).
-    n_rng = 60 * n_decays
-    c0 = time.process_time()
-    for a in range(0, n_rng, 60 * chunk):
-        rng.random(min(60 * chunk, n_rng - a))
-    rng_cpu = time.process_time() - c0
     return {
+        "kernel": kernel,
         "decays": n_decays,
         "chunk_decays": chunk,
+        "warm_up_cpu_s": warm,
         "singles_per_decay": singles / n_decays,
         "engine_cpu_s": cpu,
         "engine_wall_s": wall,
         "engine_decays_per_cpu_s": n_decays / cpu,
         "engine_decays_per_cpu_s_range": [n_decays / max(cpus), n_decays / min(cpus)],
-        "ref_one_decay_per_call_decays_per_cpu_s": 1.0 / per_decay_cpu,
-        "speedup_vs_one_decay_per_call": (n_decays / cpu) * per_decay_cpu,
-        "ref_numpy_rng_60_doubles_per_decay_decays_per_cpu_s": n_decays / rng_cpu,
-        "engine_fraction_of_rng_floor": (n_decays / cpu) / (n_decays / rng_cpu),
     }
 
 
-def child_scan(n_decays: int) -> dict:
+def child_scan(n_decays: int, sim: dict) -> dict:
     """One full scan (engine, sorter, ROOT writing) of about n_decays at the default activity."""
     from positrongan.simulate.scan import draw_phantom, run_fast
 
     activity = _cfg()["phantom"]["activity_bq"]
-    cfg = _cfg(acquisition_s=n_decays / activity)
+    cfg = _cfg(sim, acquisition_s=n_decays / activity)
     tube = draw_phantom(cfg, "scan_000")
     with tempfile.TemporaryDirectory() as tmp:
         c0, w0 = time.process_time(), time.perf_counter()
         info = run_fast(cfg, "scan_000", tube, Path(tmp) / "s.root")
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         size = (Path(tmp) / "s.root").stat().st_size
+    stages = info.pop("cpu_seconds_by_stage")
     info.update(
+        simulation={k: cfg["simulation"][k] for k in ("kernel", "write_singles", "write_volume_ids", "chunk_decays")},
         cpu_s=cpu,
         wall_s=wall,
+        cpu_s_by_stage=stages,
         decays_per_cpu_s=info["decays"] / cpu,
+        decays_per_cpu_s_without_kernel_loading=info["decays"] / (cpu - stages["jit"]),
         root_mb=size / 1e6,
+        root_bytes_per_prompt=size / max(info["prompts"], 1),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         acquisition_s=cfg["phantom"]["acquisition_s"],
     )
     return info
 
 
-def counts(activity: float, seconds: float, scale: float, seeds: int) -> dict:
+def child_compile() -> dict:
+    """Compile the numba kernels into an empty cache (run with NUMBA_CACHE_DIR set), then load them."""
+    from positrongan.geometry.scanner import Scanner
+    from positrongan.simulate.scan import draw_phantom, make_engine
+
+    cfg = _cfg({"kernel": "numba"})
+    tube = draw_phantom(cfg, "scan_000")
+    eng = make_engine(
+        "numba", tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"]
+    )
+    c0 = time.process_time()
+    eng.compile()
+    return {"compile_cpu_s": time.process_time() - c0}
+
+
+def _child(args: list[str], env: dict | None = None) -> dict:
+    res = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
+    )
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def counts(activity: float, seconds: float, scale: float, seeds: int, sim: dict) -> dict:
     from positrongan.simulate.scan import draw_phantom, run_fast
 
     totals: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for s in range(seeds):
-            cfg = _cfg(activity_bq=activity, acquisition_s=seconds)
+            cfg = _cfg(sim, activity_bq=activity, acquisition_s=seconds)
             cfg["seed"] = s
             info = run_fast(cfg, "scan_000", draw_phantom(cfg, "scan_000"), Path(tmp) / f"{s}.root")
-            for k in ("decays", "singles", "prompts", "trues", "scatters", "randoms", "delayed"):
+            for k in COUNT_KEYS:
                 totals[k] = totals.get(k, 0) + (info[k] or 0) * scale / seeds
     return {k: round(v, 1) for k, v in totals.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--decays", type=int, default=300_000, help="decays of the smaller full-scan run (the other is 10x)"
-    )
+    ap.add_argument("--decays", type=float, default=4e6, help="decays of the smaller full-scan run (the other is 10x)")
+    ap.add_argument("--engine-decays", type=int, default=400_000, help="decays per engine-throughput pass")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--quick", action="store_true", help="skip the 10x run and the default-config counts")
+    ap.add_argument("--child-sim", default="{}", help=argparse.SUPPRESS)
+    ap.add_argument("--child-compile", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="skip the 10x runs and the paper counts")
+    ap.add_argument("--full-reference", action="store_true", help="also run the numpy reference at 10x decays")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child_scan(args.child)))
+        print(json.dumps(child_scan(args.child, json.loads(args.child_sim))))
+        return
+    if args.child_compile:
+        print(json.dumps(child_compile()))
         return
     import logging
 
     logging.disable(logging.INFO)
-    out = {"machine": {"cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg()}}
-    out["engine"] = engine_throughput(args.decays)
-    runs = [args.decays] if args.quick else [args.decays, 10 * args.decays]
-    out["full_scan"] = []
-    for n in runs:
-        res = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True, check=True)
-        out["full_scan"].append(json.loads(res.stdout.strip().splitlines()[-1]))
-    if len(out["full_scan"]) == 2:
-        a, b = out["full_scan"]
-        out["memory_ratio_10x_decays"] = b["peak_rss_mb"] / a["peak_rss_mb"]
-    cfg = _cfg()
+    n = int(args.decays)
+    out = {
+        "machine": {"cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    with tempfile.TemporaryDirectory() as cache:
+        out["numba_first_compile"] = _child(["--child-compile"], env={"NUMBA_CACHE_DIR": cache})
+    out["numba_cached_load"] = _child(["--child-compile"])  # the default cache, warmed by now
+    out["engine"] = {k: engine_throughput(k, args.engine_decays) for k in ("numba", "numpy")}
+    out["engine"]["ratio_numba_over_numpy"] = (
+        out["engine"]["numba"]["engine_decays_per_cpu_s"] / out["engine"]["numpy"]["engine_decays_per_cpu_s"]
+    )
+    reference = {"kernel": "numpy", "write_singles": True, "write_volume_ids": True}
+    runs = [(n, {}), (n, reference)]
     if not args.quick:
-        out["counts_config_yaml"] = counts(cfg["phantom"]["activity_bq"], cfg["phantom"]["acquisition_s"] / 10, 10.0, 1)
-        out["counts_config_yaml"]["note"] = "default activity for 1/10 of the acquisition, x10"
-    out["counts_paper_600Bq_0.1s"] = counts(600.0, 0.1, 1.0, 50)
-    out["counts_paper_600Bq_0.1s"]["note"] = "mean over 50 seeds"
+        runs.append((10 * n, {}))
+        if args.full_reference:
+            runs.append((10 * n, reference))
+    out["full_scan"] = [_child(["--child", str(d), "--child-sim", json.dumps(sim)]) for d, sim in runs]
+    scans = out["full_scan"]
+    out["whole_scan_ratio_numba_defaults_over_reference"] = scans[0]["decays_per_cpu_s"] / scans[1]["decays_per_cpu_s"]
+    if not args.quick:
+        out["memory_ratio_10x_decays"] = scans[2]["peak_rss_mb"] / scans[0]["peak_rss_mb"]
+    # Counts per scan of the default config (4 MBq x acquisition), from the N-decay runs.
+    cfg = _cfg()
+    per_scan = cfg["phantom"]["activity_bq"] * cfg["phantom"]["acquisition_s"]
+    out["counts_config_yaml"] = {
+        s["simulation"]["kernel"]: {k: round((s[k] or 0) * per_scan / s["decays"], 1) for k in COUNT_KEYS}
+        for s in scans[:2]
+    }
+    out["counts_config_yaml"]["note"] = f"N-decay runs scaled to {per_scan:.3g} decays (counts are linear in time)"
+    if not args.quick:
+        out["counts_paper_600Bq_0.1s"] = counts(600.0, 0.1, 1.0, 50, {"kernel": "numba"})
+        out["counts_paper_600Bq_0.1s"]["note"] = "numba kernel, mean over 50 seeds"
     out["machine"]["load_avg_at_end"] = os.getloadavg()
     print(json.dumps(out, indent=2))
 

@@ -4,13 +4,13 @@ training steps through the shared loop, and samples in range through the CLI."""
 import numpy as np
 import pytest
 import torch
-from test_gan import _files, outputs, read_rows, small_cfg, tiny_set, train_args
 
+from helpers import outputs, read_rows, small_cfg, tiny_set, train_args, training_files
 from positrongan.cli import main
 from positrongan.io import load_npz
 from positrongan.models.baselines import DCGANDiscriminator, DCGANGenerator, wgan_critic
-from positrongan.train.baselines import gradient_penalty
-from positrongan.train.factory import build_trainer
+from positrongan.train.losses import gradient_penalty
+from positrongan.train.registry import build_trainer
 from positrongan.train.loop import train
 
 
@@ -63,7 +63,7 @@ def test_vae_baseline_lowers_its_loss():
 
 @pytest.mark.parametrize("method", ["vae", "dcgan", "wgan_gp"])
 def test_baseline_commands_write_samples_in_range(tmp_path, method):
-    data, _, _ = _files(tmp_path)
+    data, _, _ = training_files(tmp_path)
     extra = ["--set", "training.baseline_channels=4", "--set", "training.latent_dim=8", "--set", "training.n_critic=2"]
     assert main(train_args(tmp_path, method, data) + extra) == 0
     out = tmp_path / f"{method}.npz"
@@ -111,7 +111,7 @@ def test_baseline_commands_write_samples_in_range(tmp_path, method):
 
 
 def test_sample_refuses_a_generator_of_another_method(tmp_path, capsys):
-    data, _, _ = _files(tmp_path)
+    data, _, _ = training_files(tmp_path)
     assert main(train_args(tmp_path, "dcgan", data) + ["--set", "training.baseline_channels=4"]) == 0
     code = main(
         [

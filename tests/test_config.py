@@ -124,7 +124,15 @@ def test_config_readme_is_generated_from_the_schema():
 
 
 def test_package_schema_is_the_workflow_schema():
-    assert yaml.safe_load(SCHEMA.read_text()) == configlib.schema()
+    # The CLI reads the schema as package data; in a source checkout that is a symlink to the
+    # workflow's file (one file, never two copies), in an installed wheel a copy made at build time.
+    from importlib import resources
+
+    shipped = Path(str(resources.files("positrongan").joinpath("config.schema.yaml")))
+    if (ROOT / "src" / "positrongan") == shipped.parent:
+        assert shipped.is_symlink() and shipped.resolve() == SCHEMA.resolve()
+    else:
+        assert shipped.read_text() == SCHEMA.read_text()
 
 
 def test_derived_seeds_are_stable_and_distinct():
@@ -139,3 +147,123 @@ def test_derived_seeds_are_stable_and_distinct():
 def test_scan_ids_are_zero_padded():
     assert configlib.scan_ids({"scans": {"count": 3}}) == ["scan_000", "scan_001", "scan_002"]
     assert configlib.scan_ids({"scans": {"count": 1001}})[-1] == "scan_1000"
+
+
+# Every cross-key rule that needs only the config is checked by config.validate, so Snakemake
+# and the CLI refuse the config before any job runs (tests/test_faults.py checks that nothing
+# is lost). Each case: overrides, a key the message must name, a hint of what is allowed.
+RULE_CASES = [
+    (["reconstruction.subsets=150"], "reconstruction.subsets", "at most 92"),
+    (["digitizer.delayed_offset_ns=5.0"], "digitizer.delayed_offset_ns", "must exceed"),
+    (["features.method=pcanet", "features.pcanet_filters=[8, 20]"], "features.pcanet_filters", "at most 16"),
+    (["features.method=pcanet", "features.pcanet_filters=[50, 8]"], "features.pcanet_filters", "pcanet_patch"),
+    (["features.method=pcanet", "features.pcanet_block=128"], "features.pcanet_block", "dataset.image_size"),
+    (["scanner.crystals_per_ring=95"], "scanner.crystals_per_ring", "even"),
+    (["reconstruction.fov_mm=240"], "reconstruction.fov_mm", "inside the ring"),
+    (["phantom.outer_semi_axes_mm=[130, 60]", "reconstruction.fov_mm=230"], "phantom.outer_semi_axes_mm", "bore"),
+    (["phantom.outer_semi_axes_mm=[60, 40]"], "reconstruction.fov_mm", "field of view"),
+    (["phantom.bend_mm=[0, 20]"], "phantom.bend_mm", "field of view"),
+    (["phantom.wall_thickness_mm=20"], "phantom.wall_thickness_mm", "no lumen"),
+    (["phantom.wall_thickness_mm=15", "phantom.wall_variation=0.7"], "phantom.wall_variation", "no lumen"),
+    (["evaluation.msssim_window=6"], "evaluation.msssim_window", "odd"),
+    (["evaluation.msssim_window=11", "dataset.image_size=32"], "evaluation.msssim_window", "coarsest scale"),
+    (["evaluation.swd_min_size=128"], "evaluation.swd_min_size", "larger than the images"),
+    (["evaluation.swd_patch_size=20"], "evaluation.swd_patch_size", "must not exceed"),
+    (["ct.synthetic_size=128"], "ct.min_size", "skipped"),
+    (["phantom.defects.bubbles.count=[0, 260]"], "phantom.defects.*.count", "at most 255"),
+]
+
+
+@pytest.mark.parametrize("overrides, key, hint", RULE_CASES)
+def test_cross_key_rules_name_the_keys(overrides, key, hint):
+    with pytest.raises(ConfigError) as err:
+        configlib.load(overrides=overrides)
+    assert f"'{key}'" in str(err.value)
+    assert hint in str(err.value)
+
+
+def test_rules_accept_the_edges():
+    # Each bound is allowed exactly at the limit the rule names.
+    configlib.load(overrides=["reconstruction.subsets=92"])  # 184 / 2 views
+    configlib.load(overrides=["reconstruction.algorithm=mlem", "reconstruction.subsets=150"])  # ignored by MLEM
+    configlib.load(overrides=["digitizer.delayed_window=false", "digitizer.delayed_offset_ns=5.0"])
+    configlib.load(overrides=["phantom.outer_semi_axes_mm=[42, 26]"])  # 42 + 6 = 48 = fov / 2
+    configlib.load(overrides=["features.pcanet_filters=[8, 20]"])  # PCA: the PCANet keys are unused
+
+
+def test_subsets_rule_is_the_2d_rule():
+    # views = crystals_per_ring / 2 in the 2D mode (the default when the key is absent).
+    cfg = configlib.load()
+    cfg["reconstruction"]["subsets"] = 150
+    assert any("reconstruction.subsets" in p for p in configlib.check_rules(cfg))
+    cfg["reconstruction"]["mode"] = "3d"
+    assert not any("reconstruction.subsets" in p for p in configlib.check_rules(cfg))
+
+
+def test_tube_reach_includes_the_bend():
+    # 40 + 6 mm sagitta = 46 mm fits a 96 mm FOV; a 10 mm sagitta does not.
+    configlib.load(overrides=["phantom.outer_semi_axes_mm=[40, 26]"])
+    with pytest.raises(ConfigError, match="reaches 50 mm"):
+        configlib.load(overrides=["phantom.outer_semi_axes_mm=[40, 26]", "phantom.bend_mm=[0, 10]"])
+
+
+def test_a_stage_checks_only_the_rules_over_keys_it_was_given():
+    # The evaluate rule passes only training and evaluation: the image-size rules were checked
+    # by Snakemake on the whole config, and the stage's defaulted dataset.image_size is not its own.
+    cfg = configlib.load(json_text='{"evaluation": {"swd_min_size": 128}}')
+    assert cfg["evaluation"]["swd_min_size"] == 128
+    with pytest.raises(ConfigError, match="evaluation.swd_min_size"):
+        configlib.load(
+            json_text='{"evaluation": {"swd_min_size": 128, "swd_patch_size": 7}, "dataset": {"image_size": 64}}'
+        )
+    # A rule over one key is checked whenever that key is given.
+    with pytest.raises(ConfigError, match="evaluation.msssim_window"):
+        configlib.load(json_text='{"evaluation": {"msssim_window": 6}}')
+    # A config file (or no source at all) means every key is the config's: every rule applies.
+    with pytest.raises(ConfigError, match="evaluation.swd_min_size"):
+        configlib.load(overrides=["evaluation.swd_min_size=128"])
+    assert configlib.given_keys({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": 2}) == {"a.b", "a.c.d", "e"}
+
+
+def test_numbers_written_as_text_are_accepted(tmp_path):
+    # PyYAML reads 4e6 as text (YAML 1.1); Snakemake's --config passes nested values as text.
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("phantom:\n  activity_bq: 4e6\n  acquisition_s: 1E-1\nscans:\n  count: '5'\n")
+    cfg = configlib.load([cfg_file])
+    assert cfg["phantom"]["activity_bq"] == 4e6 and cfg["phantom"]["acquisition_s"] == 0.1
+    assert cfg["scans"]["count"] == 5
+    with pytest.raises(ConfigError, match=r"'scans.count' = '1e3'.*write 1000"):
+        configlib.load(overrides=["scans.count='1e3'"])
+
+
+def test_empty_and_broken_config_files_are_named_with_the_line(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here\n")
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        configlib.load([empty])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("seed: 1\nphantom:\n  activity_bq: [1,\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML at line \d+, column \d+"):
+        configlib.load([broken])
+
+
+def test_too_few_scans_for_the_split_warns():
+    assert configlib.check_warnings(configlib.load()) == []
+    (two,) = configlib.check_warnings(configlib.load(overrides=["scans.count=2"]))
+    assert "'scans.count' = 2" in two and "no validation scan" in two
+    test, val = configlib.check_warnings(configlib.load(overrides=["scans.count=1"]))
+    assert "no test scan" in test and "evaluation" in test and "no validation scan" in val
+    (test,) = configlib.check_warnings(configlib.load(overrides=["dataset.split=[0.8, 0.2, 0.0]"]))
+    assert "'dataset.split'" in test and "no test scan" in test
+    (window,) = configlib.check_warnings(configlib.load(overrides=["digitizer.energy_window_kev=[520, 650]"]))
+    assert "511 keV" in window
+
+
+def test_no_stage_module_keeps_a_config_only_rule():
+    # The rules moved to config.py; the stages keep only checks that need data.
+    src = ROOT / "src" / "positrongan"
+    assert "check_digitizer" not in (src / "simulate" / "scan.py").read_text()
+    assert "from .scan import" not in (src / "simulate" / "gate.py").read_text()  # no import cycle
+    assert "'reconstruction.subsets'" not in (src / "recon" / "scan.py").read_text()
+    assert "leave no lumen" not in (src / "geometry" / "phantom.py").read_text()
+    assert "pcanet_filters" not in (src / "commands" / "extract_features.py").read_text()

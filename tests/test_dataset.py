@@ -152,3 +152,44 @@ def test_corrupt_reconstruction_is_named(scans):
     c = cfg()
     with pytest.raises(ArtifactError, match="recon_scan_001"):
         build_dataset(recon, truth, c["dataset"], functools.partial(derived_seed, c))
+
+
+def test_short_scan_twins_sit_beside_the_reference_on_its_scale(scans, tmp_path):
+    recon, truth = scans
+    twins = {}
+    for scan, path in recon.items():
+        r = dict(np.load(path))
+        twins[scan] = {}
+        for f in (0.1, 0.5):
+            # A twin whose image is exactly f times the reference: scaled back it must match.
+            p = tmp_path / f"{scan}_f{f:g}.npz"
+            np.savez(p, image=r["image"] * f)
+            twins[scan][f] = p
+    c = cfg(low_count_fractions=[0.1, 0.5], slice_planes=3)
+    data = build_dataset(recon, truth, c["dataset"], functools.partial(derived_seed, c), twins)
+    n = len(data["images"])
+    assert data["low_count"].shape == (n, 2, 32, 32)
+    assert list(data["low_count_fractions"]) == [0.1, 0.5]
+    ref = data["images"]
+    unclipped = ref < 1
+    for j in range(2):
+        assert np.allclose(data["low_count"][:, j][unclipped], ref[unclipped], atol=1e-5)
+    assert data["defect_labels"].shape == (n, 32, 32) and data["defect_labels"].max() == 1
+    assert int(data["slice_planes"]) == 3
+
+
+def test_twins_missing_for_a_configured_fraction_are_named(scans, tmp_path):
+    recon, truth = scans
+    c = cfg(low_count_fractions=[0.1])
+    with pytest.raises(ArtifactError, match="low_count_fractions"):
+        build_dataset(recon, truth, c["dataset"], functools.partial(derived_seed, c), {})
+
+
+def test_thicker_slices_average_adjacent_planes(scans):
+    recon, truth = scans
+    thin_ = build_dataset(recon, truth, cfg()["dataset"], functools.partial(derived_seed, cfg()))
+    c = cfg(slice_planes=5)
+    thick = build_dataset(recon, truth, c["dataset"], functools.partial(derived_seed, c))
+    # The fake reconstruction is tube + uniform noise: averaging 5 planes lowers the noise.
+    inside = thin_["truth"] > 0.99
+    assert thick["images"][inside].std() < thin_["images"][inside].std()

@@ -4,23 +4,11 @@ histograms, and the extract-features command."""
 import numpy as np
 import pytest
 
+from helpers import rings
 from positrongan.cli import main
 from positrongan.features.pca import fit_pca
 from positrongan.features.pcanet import fit_pcanet
 from positrongan.io import load_npz, save_npz
-
-
-def rings(n, size=32, seed=0):
-    """n noisy elliptical rings in [0, 1], a stand-in for positron images of the tube."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
-    out = []
-    for _ in range(n):
-        a, b = rng.uniform(0.25, 0.4), rng.uniform(0.2, 0.35)
-        r = np.sqrt((xx / a) ** 2 + (yy / b) ** 2)
-        img = np.exp(-(((r - 1) / 0.2) ** 2)) + 0.1 * rng.random((size, size))
-        out.append(img / img.max())
-    return np.array(out, dtype=np.float32)
 
 
 def test_pca_matches_covariance_eigendecomposition():

@@ -1,35 +1,23 @@
 """Ours: the DenseNet generator, the PatchGAN (eq. 8), L_APG (eq. 9), training steps,
 checkpoint/resume and the non-finite loss guard, and the train/sample commands."""
 
-import csv
 import math
 
 import numpy as np
 import pytest
 import torch
-from test_features import rings
 
+from helpers import SMALL, outputs, read_rows, rings, small_cfg, tiny_set, train_args, training_files
 from positrongan.cli import main
-from positrongan.config import validate
-from positrongan.io import load_npz, save_npz
+from positrongan.io import load_npz
 from positrongan.models.diffaugment import diff_augment
 from positrongan.models.discriminator import PatchDiscriminator, depth_for, layer_specs, receptive_field
 from positrongan.models.generator import DenseGenerator, MemoryGenerator
 from positrongan.train.checkpoint import TrainingError
-from positrongan.train.gan import OursTrainer, apg_loss
+from positrongan.train.gan import OursTrainer
 from positrongan.train.latents import CTLatents
-from positrongan.train.loop import Outputs, train
-
-
-def small_cfg(**over):
-    cfg = validate({})["training"]
-    cfg.update(batch_size=8, g_channels=16, growth_rate=4, dense_layers=2, d_channels=8, noise_dim=4)
-    cfg.update(over)
-    return cfg
-
-
-def tiny_set(n=12, size=32):
-    return torch.from_numpy(rings(n, size))[:, None] * 2 - 1
+from positrongan.train.losses import apg_loss
+from positrongan.train.loop import train
 
 
 def ours(cfg, images, seed=0):
@@ -38,16 +26,6 @@ def ours(cfg, images, seed=0):
     latents = CTLatents(torch.randn(20, 6, generator=g), torch.full((20, 6), -2.0))
     memory = torch.from_numpy(rings(len(images), images.shape[-1], seed=5).reshape(len(images), -1)[:, :10])
     return OursTrainer(latents, memory, images.shape[-1], cfg, torch.device("cpu"))
-
-
-def outputs(path):
-    path.mkdir(parents=True, exist_ok=True)
-    return Outputs(path / "generator.pt", path / "checkpoint.pt", path / "losses.csv", path / "samples.png")
-
-
-def read_rows(path):
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_receptive_field_by_eq8_is_70_at_256_px():
@@ -207,69 +185,9 @@ def test_memory_generator_round_trips_through_hparams():
     torch.testing.assert_close(g(z, n), h(z, n))
 
 
-def _files(tmp_path, n=16, size=32):
-    data = tmp_path / "positron.npz"
-    split = np.array(["train"] * (n - 4) + ["test"] * 4)
-    save_npz(data, images=rings(n, size), split=split)
-    feats = tmp_path / "features.npz"
-    assert (
-        main(["extract-features", "--dataset", str(data), "--out", str(feats), "--set", "features.components=4"]) == 0
-    )
-    lat = tmp_path / "latents.npz"
-    rng = np.random.default_rng(0)
-    save_npz(
-        lat,
-        mu=rng.normal(size=(30, 8)).astype(np.float32),
-        logvar=np.full((30, 8), -1.0, np.float32),
-        names=np.array([f"ct{i}" for i in range(30)]),
-    )
-    return data, feats, lat
-
-
-SMALL = [
-    "--set",
-    "training.iterations=3",
-    "--set",
-    "training.batch_size=4",
-    "--set",
-    "training.g_channels=16",
-    "--set",
-    "training.growth_rate=4",
-    "--set",
-    "training.dense_layers=2",
-    "--set",
-    "training.d_channels=8",
-    "--set",
-    "evaluation.samples=10",
-    "--set",
-    "device=cpu",
-]
-
-
-def train_args(tmp_path, method, data, extra=()):
-    out = tmp_path / method
-    return [
-        "train",
-        "--method",
-        method,
-        "--dataset",
-        str(data),
-        *extra,
-        "--generator",
-        str(out / "generator.pt"),
-        "--checkpoint",
-        str(out / "checkpoint.pt"),
-        "--losses",
-        str(out / "losses.csv"),
-        "--samples",
-        str(out / "samples.png"),
-        *SMALL,
-    ]
-
-
 @pytest.mark.parametrize("latent", ["ct", "prior"])
 def test_train_and_sample_commands_for_ours(tmp_path, latent):
-    data, feats, lat = _files(tmp_path)
+    data, feats, lat = training_files(tmp_path)
     assert main(train_args(tmp_path, "ours", data, ["--features", str(feats), "--latents", str(lat)])) == 0
     for name in ("generator.pt", "checkpoint.pt", "losses.csv", "samples.png"):
         assert (tmp_path / "ours" / name).stat().st_size > 0
@@ -301,7 +219,7 @@ def test_train_and_sample_commands_for_ours(tmp_path, latent):
 
 
 def test_train_command_errors_are_one_line(tmp_path, capsys):
-    data, _, _ = _files(tmp_path)
+    data, _, _ = training_files(tmp_path)
     assert main(train_args(tmp_path, "ours", data)) == 2
     assert "--features" in capsys.readouterr().err
     assert main(train_args(tmp_path, "dcgan", tmp_path / "missing.npz")) == 2

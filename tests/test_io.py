@@ -95,3 +95,42 @@ def test_json_round_trip(tmp_path):
     (tmp_path / "x.json").write_text("{")
     with pytest.raises(ArtifactError, match="x.json"):
         read_json(tmp_path / "x.json")
+
+
+def test_write_errors_name_the_output_but_input_errors_pass_through(tmp_path):
+    import errno
+
+    from positrongan.errors import OutputError
+
+    dest = tmp_path / "a.npz"
+    with pytest.raises(OutputError, match=f"cannot write {dest}: no space left in {tmp_path}"):
+        with atomic_path(dest):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    # An error about another file (an input read inside the block) is not a write error.
+    with pytest.raises(PermissionError):
+        with atomic_path(dest):
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "input.root"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_output(tmp_path):
+    from positrongan.errors import OutputError
+    from positrongan.io import check_output, stale_temporaries
+
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(OutputError, match="it is a folder, where a file goes"):
+        check_output(tmp_path / "dir.npz")
+    (tmp_path / "file_dicom").write_text("x")
+    with pytest.raises(OutputError, match="it is a file, where a folder goes"):
+        check_output(tmp_path / "file_dicom", folder=True)
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        check_output(tmp_path / "file_dicom" / "a.npz")
+    # Stale temporaries of this output (the pattern of atomic_path) go; look-alikes stay.
+    stale = tmp_path / ".scan_000.ab_cd123.tmp.root"
+    stale.write_text("x")
+    keep = [tmp_path / ".scan_000.ab_cd123.tmp.json", tmp_path / ".scan_0001.ab_cd123.tmp.root"]
+    for p in keep:
+        p.write_text("x")
+    assert stale_temporaries(tmp_path / "scan_000.root") == [stale]
+    check_output(tmp_path / "scan_000.root")
+    assert not stale.exists() and all(p.exists() for p in keep)

@@ -289,6 +289,30 @@ def test_swd_settings_are_checked():
         swd.check_settings(16, {**EV, "swd_min_size": 32})
 
 
+def test_reference_statistics_are_pytorch_fid_reference_stats(monkeypatch):
+    # eval/reference.npz holds the test set's Inception statistics in pytorch-fid's format
+    # (mu, sigma): pytorch-fid's own distance from them equals the FID of the table.
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from positrongan.metrics.evaluation import reference_statistics
+
+    monkeypatch.setattr(fid, "weights_status", lambda: None)
+    monkeypatch.setattr(fid, "load_inception", lambda device: FakeInception().eval())
+    rng = np.random.default_rng(21)
+    ctx = _context(rng)
+    gen = tubes(rng, 50, 32, shift=0.15)
+    row = metrics.evaluate(metrics.Subject("dcgan", gen, gen), ctx)
+    real = metrics.evaluate(metrics.Subject("real", ctx.test, ctx.train), ctx)
+    ref = reference_statistics(ctx.train, ctx.test, real, ctx)
+    act = fid.activations(ctx.cache["inception"], gen, EV["batch_size"], "cpu")
+    theirs = calculate_frechet_distance(act.mean(0), np.cov(act, rowvar=False), ref["mu"], ref["sigma"])
+    assert theirs == pytest.approx(row["fid"], rel=1e-4)
+    assert ref["mu"].shape == (16,) and ref["sigma"].shape == (16, 16)
+    assert int(ref["n_test"]) == 40 and str(ref["fid_status"]) == "ok"
+    assert float(ref["msssim"]) == real["msssim"] and float(ref["swd_train_test"]) == real["swd"]
+    np.testing.assert_allclose(ref["swd_train_test_levels"].mean(), real["swd"], rtol=1e-12)
+
+
 # ---------------------------------------------------------------- inputs
 
 

@@ -1,6 +1,7 @@
 """The tube phantom: shape against its closed forms, defects from the seed, uniform fluid
 sampling, truth maps on the reconstruction grid (volumes and attenuation values)."""
 
+import json
 import math
 
 import numpy as np
@@ -125,6 +126,37 @@ def test_truth_maps_conserve_the_fluid_volume_and_carry_xcom_attenuation():
     assert centre == pytest.approx(mu[1], rel=1e-4)
     assert truth["mu"].max() == pytest.approx(mu[2], rel=1e-3)  # some voxel lies wholly in the wall
     assert np.all(truth["defects"] == 0)
+
+
+def test_truth_maps_index_each_defect_inside_its_type_label():
+    cfg = configlib.validate(
+        {
+            "scanner": {"crystals_per_ring": 96, "rings": 16},
+            "reconstruction": {"grid": 64, "fov_mm": 96.0},
+            "phantom": {
+                "length_mm": 50.0,
+                "defects": {
+                    "cracks": {"count": [1, 1]},
+                    "pits": {"count": [1, 1]},
+                    "blockages": {"count": [1, 1], "length_mm": [10.0, 12.0]},
+                    "bubbles": {"count": [1, 1]},
+                },
+            },
+        }
+    )
+    tube = draw_phantom(cfg, "scan_001")
+    truth = make_truth(cfg, tube)
+    listed = json.loads(str(truth["defect_list"]))
+    assert [d["type"] for d in listed] == [d.type for d in tube.defects]
+    index, labels = truth["defect_index"], truth["defects"]
+    assert index.dtype == np.uint8 and index.max() <= len(listed)
+    assert np.array_equal(index > 0, labels > 0)
+    for k, d in enumerate(listed):
+        mine = index == k + 1
+        # Every large enough defect is on the grid, and carries its own type's label there.
+        if d["type"] in ("blockage", "bubble"):
+            assert mine.any()
+        assert np.all(labels[mine] == d["label"])
 
 
 def test_wall_that_leaves_no_lumen_is_a_config_error():

@@ -16,6 +16,8 @@ SET = [
     "reconstruction.doi_mm=0.0",
     "reconstruction.iterations=4",
     "reconstruction.subsets=2",
+    "phantom.outer_semi_axes_mm=[12.0, 10.0]",  # the tube must fit the small field of view
+    "phantom.bend_mm=[0.0, 1.0]",
     "device=cpu",
 ]
 SCANNER = Scanner(crystals_per_ring=64, rings=4)
@@ -175,3 +177,53 @@ def test_mismatched_model_and_bad_inputs_exit_with_one_line(scan_files, tmp_path
     err = errors(capsys)
     assert len(err) == 1 and str(bad) in err[0]
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_short_scan_twin_keeps_a_fraction_of_the_events_and_is_seeded(scan_files, tmp_path):
+    root, _ = scan_files
+    args = ["--scan", "scan_000", "--root", str(root / "scan_000.root"), "--truth", str(root / "truth.npz")]
+    full, twin, again = (tmp_path / f"{n}.npz" for n in ("full", "twin", "again"))
+    assert main(["reconstruct", *opts(), *args, "--out", str(full)]) == 0
+    assert main(["reconstruct", *opts(), *args, "--fraction", "0.25", "--out", str(twin)]) == 0
+    assert main(["reconstruct", *opts(), *args, "--fraction", "0.25", "--out", str(again)]) == 0
+    f, t = np.load(full), np.load(twin)
+    n = int(f["prompts"])
+    # Binomial(n, 1/4) kept: within 5 sigma.
+    assert abs(int(t["prompts"]) - n / 4) < 5 * np.sqrt(n * 0.25 * 0.75)
+    assert abs(int(t["delayed"]) - int(f["delayed"]) / 4) < 5 * np.sqrt(int(f["delayed"]) * 0.25 * 0.75) + 1
+    assert float(t["count_fraction"]) == 0.25 and float(f["count_fraction"]) == 1.0
+    # A scan a quarter as long reconstructs to about a quarter of the activity.
+    assert t["image"].sum() / f["image"].sum() == pytest.approx(0.25, rel=0.05)
+    np.testing.assert_array_equal(t["image"], np.load(again)["image"])
+    assert main(["reconstruct", *opts(), *args, "--fraction", "1.5", "--out", str(tmp_path / "bad.npz")]) == 2
+    assert not (tmp_path / "bad.npz").exists()
+
+
+@pytest.mark.parametrize("mode", ["2d", "3d"])
+def test_a_twin_that_keeps_no_event_is_an_empty_image_not_an_error(scan_files, tmp_path, mode):
+    root, _ = scan_files
+    args = ["--scan", "scan_000", "--root", str(root / "scan_000.root"), "--truth", str(root / "truth.npz")]
+    out = tmp_path / "twin.npz"
+    rc = main(["reconstruct", *opts([f"reconstruction.mode={mode}"]), *args, "--fraction", "1e-9", "--out", str(out)])
+    assert rc == 0
+    z = np.load(out)
+    assert int(z["prompts"]) == 0 and not z["image"].any() and np.isfinite(z["loglik"]).all()
+
+
+def test_reconstruct_scores_every_defect_of_the_truth(scan_files, tmp_path):
+    import json
+
+    from positrongan.recon.detectability import from_json
+
+    root, act = scan_files
+    truth = dict(np.load(root / "truth.npz"))
+    index = np.zeros(act.shape, np.uint8)
+    index[3, 8, 9] = 1
+    truth["defect_index"] = index
+    truth["defect_list"] = np.array(json.dumps([{"type": "bubble", "size": {"radius_mm": 1.0}, "label": 4}]))
+    np.savez(tmp_path / "truth.npz", **truth)
+    out = tmp_path / "scan_000.npz"
+    args = ["--scan", "scan_000", "--root", str(root / "scan_000.root"), "--truth", str(tmp_path / "truth.npz")]
+    assert main(["reconstruct", *opts(["dataset.image_size=32"]), *args, "--out", str(out)]) == 0
+    rows = from_json(np.load(out)["detectability"])
+    assert len(rows) == 1 and rows[0]["type"] == "bubble" and rows[0]["defect_px"] > 0

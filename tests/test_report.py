@@ -1,5 +1,6 @@
 """The evaluation outputs: table.md laid out like the paper's Table 1, the CLI writing all
-three artifacts reproducibly, clear errors, and the Snakemake HTML report."""
+four artifacts (metrics, table, grid, held-out reference statistics) reproducibly, clear errors,
+and the Snakemake HTML report."""
 
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from positrongan.cli import main
-from positrongan.io import save_npz
+from positrongan.io import load_npz, save_npz
 from positrongan.metrics import fid
 from positrongan.report import table
 
@@ -127,6 +128,7 @@ def _evaluate(root: Path, out: str, samples=None):
             "--metrics", str(root / out / "metrics.csv"),
             "--table", str(root / out / "table.md"),
             "--grid", str(root / out / "grid.png"),
+            "--reference", str(root / out / "reference.npz"),
         ]
     )  # fmt: skip
 
@@ -148,6 +150,18 @@ def test_evaluate_cli_writes_all_outputs_reproducibly(tmp_path, monkeypatch):
     assert "| Ours |" in (tmp_path / "a" / "table.md").read_text()
     png = (tmp_path / "a" / "grid.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # The held-out reference: its floors are the `real` row, its statistics those of the test split.
+    ref = load_npz(tmp_path / "a" / "reference.npz")
+    real = df[df["method"] == "real"].iloc[0]
+    assert int(ref["n_test"]) == 12 and int(ref["n_train"]) == 24 and int(ref["image_size"]) == 32
+    assert float(ref["msssim"]) == pytest.approx(real["msssim"], rel=1e-5)
+    assert float(ref["swd_train_test"]) == pytest.approx(real["swd"], rel=1e-5)
+    assert list(ref["swd_level_px"]) == [32, 16]
+    assert float(ref["pixel_histogram"].sum()) == pytest.approx(1.0)
+    test = load_npz(tmp_path / "dataset" / "positron.npz")["images"][-12:]
+    np.testing.assert_allclose(ref["mean_image"], test.mean(0), rtol=1e-6)
+    assert "mu" not in ref  # no Inception statistics without its weights
+    assert load_npz(tmp_path / "b" / "reference.npz")["test_sha256"] == ref["test_sha256"]
     assert not list((tmp_path / "a").glob(".*tmp*"))  # nothing half-written left behind
 
 

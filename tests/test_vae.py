@@ -8,9 +8,11 @@ import torch
 
 from positrongan.cli import main
 from positrongan.config import validate
-from positrongan.errors import ArtifactError, ConfigError
-from positrongan.models.vae import ConvVAE, encode_images, kl_divergence, load_vae, save_vae, vae_loss
-from positrongan.train.ct_vae import load_checkpoint, train_vae
+from helpers import outputs, read_rows
+from positrongan.errors import ArtifactError
+from positrongan.models.vae import ConvVAE, encode_images, kl_divergence, load_vae, vae_loss
+from positrongan.train.checkpoint import TrainingError, save_checkpoint
+from positrongan.train.ct_vae import CTVAETrainer, train_vae
 
 
 def _vae_cfg(**over):
@@ -43,7 +45,7 @@ def test_shapes_at_every_resolution(size):
     recon, _, _ = model(x)
     assert recon.shape == x.shape and recon.abs().max() <= 1
     with pytest.raises(ValueError, match="image_size"):
-        ConvVAE(48)
+        ConvVAE(48, 5, 4)
 
 
 def test_kl_term_equals_its_closed_form():
@@ -72,46 +74,67 @@ def test_reparameterisation_has_the_posterior_moments():
     torch.testing.assert_close(z.std(0), torch.tensor([1.0, 0.5]), atol=0.03, rtol=0)
 
 
-def test_loss_falls_over_a_few_cpu_steps():
-    result = train_vae(_images(), _vae_cfg(epochs=8, lr=3e-3), seed=0)
-    losses = [r["loss"] for r in result.losses]
+def test_loss_falls_over_a_few_cpu_steps(tmp_path):
+    out = outputs(tmp_path)
+    train_vae(_images(), _vae_cfg(epochs=8, lr=3e-3), seed=0, out=out)
+    losses = [float(r["loss"]) for r in read_rows(out.losses)]
     assert len(losses) == 24
     assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
     assert all(np.isfinite(losses))
 
 
+def _weights(trainer):
+    return trainer.model.state_dict()
+
+
 def test_resume_continues_from_the_same_step_with_the_same_result(tmp_path):
+    # The CT VAE runs on the shared loop: the same exact resume as every other trainer.
     images = _images()
-    straight = train_vae(images, _vae_cfg(epochs=2), seed=3)
-    ckpt = tmp_path / "checkpoint.pt"
-    first = train_vae(images, _vae_cfg(epochs=1), seed=3, checkpoint=ckpt)
-    assert load_checkpoint(ckpt)["step"] == first.steps == 3
-    resumed = train_vae(images, _vae_cfg(epochs=2), seed=3, checkpoint=ckpt, resume=True)
-    assert resumed.steps == 6 and resumed.images_seen == 24  # only the second epoch ran
-    assert [r["step"] for r in resumed.losses] == list(range(1, 7))
-    assert resumed.losses == straight.losses
-    for key, value in straight.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
-    # A checkpoint of another run (different beta) is not resumed: training restarts.
-    other = train_vae(images, _vae_cfg(epochs=2, beta=0.5), seed=3, checkpoint=ckpt, resume=True)
-    assert other.images_seen == 48 and load_checkpoint(ckpt)["run"]["beta"] == 0.5
+    straight = train_vae(images, _vae_cfg(epochs=2), seed=3, out=outputs(tmp_path / "a"))
+    out = outputs(tmp_path / "b")
+    first = train_vae(images, _vae_cfg(epochs=1), seed=3, out=out)
+    assert first.updates == 3 and torch.load(out.checkpoint, weights_only=True)["step"] == 3
+    resumed = train_vae(images, _vae_cfg(epochs=2), seed=3, out=out)
+    assert resumed.updates == 3  # only the second epoch ran
+    rows, full = read_rows(out.losses), read_rows(tmp_path / "a" / "losses.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    assert [int(r["epoch"]) for r in rows] == [1, 1, 1, 2, 2, 2]
+    drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert list(map(drop, rows)) == list(map(drop, full))
+    for key, value in _weights(straight).items():
+        torch.testing.assert_close(_weights(resumed)[key], value, rtol=0, atol=0)
+    # A checkpoint of another run (different beta, or another seed) is not resumed: training restarts.
+    other = train_vae(images, _vae_cfg(epochs=2, beta=0.5), seed=3, out=out)
+    assert other.updates == 6 and len(read_rows(out.losses)) == 6
+    assert train_vae(images, _vae_cfg(epochs=2, beta=0.5), seed=4, out=out).updates == 6
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path):
-    images = _images()
-    images[5, 3, 3] = np.nan
-    ckpt = tmp_path / "checkpoint.pt"
-    with pytest.raises(ConfigError, match="non-finite.*vae.lr"):
-        train_vae(images, _vae_cfg(epochs=3), seed=0, checkpoint=ckpt)
-    state = load_checkpoint(ckpt)
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    # The shared loop's guard: TrainingError naming the kept checkpoint, whose weights are finite.
+    real_step = CTVAETrainer.step
+
+    def failing_step(self, batch):
+        losses = real_step(self, batch)
+        if self.updates == 5:
+            losses["loss"] = float("nan")
+        return losses
+
+    monkeypatch.setattr(CTVAETrainer, "step", failing_step)
+    out = outputs(tmp_path)
+    with pytest.raises(TrainingError, match=r"ct_vae: non-finite loss.*step 5.*last good checkpoint \(step 4\)"):
+        train_vae(_images(), _vae_cfg(epochs=3), seed=0, out=out)
+    state = torch.load(out.checkpoint, weights_only=True)
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["nets"]["model"].values() if v.is_floating_point())
+    assert not out.generator.exists()
+    assert read_rows(out.losses)[-1]["loss"] == "nan"
 
 
 def test_model_file_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
     model = ConvVAE(32, 6, 4).eval()
     path = tmp_path / "model.pt"
-    save_vae(model, path)
+    save_checkpoint(path, {"hparams": model.hparams, "state_dict": model.state_dict()})
     back = load_vae(path, "cpu")
     x = torch.from_numpy(_images(4))
     mu, logvar = encode_images(back, x, batch_size=3)
@@ -144,7 +167,7 @@ def test_cli_trains_encodes_and_reports_a_missing_corpus(tmp_path, capsys):
     args = ["train-vae", *common, "--corpus", str(ct)] + [a for k, v in outs.items() for a in (f"--{k}", v)]
     assert main(args) == 0
     lines = (vae / "losses.csv").read_text().splitlines()
-    assert lines[0] == "step,epoch,loss,recon,kl" and len(lines) == 1 + 4
+    assert lines[0] == "step,epoch,loss,recon,kl,seconds" and len(lines) == 1 + 4
     assert (vae / "recon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (
         main(["encode-ct", *common, "--corpus", str(ct), "--model", outs["model"], "--out", str(vae / "latents.npz")])

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 import time
 from typing import Sequence
 
 from . import __version__
-from .errors import ConfigError, PositronganError
+from .errors import ConfigError, PositronganError, Terminated, safe_message
 
 # name -> (module under positrongan.commands, one-line help). Order is pipeline order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "Monte Carlo of one scan: ROOT singles/coincidences, JSON, truth maps"),
     "system-model": ("system_model", "build the ring's sparse system matrix (once per geometry and grid)"),
     "reconstruct": ("reconstruct", "MLEM/OSEM reconstruction of one scan, with preview PNG and DICOM series"),
+    "export": ("export", "one scan for other PET tools: GATE 9 ROOT + cylindricalPET macro, or PETSIRD"),
+    "detectability": ("detectability", "per-defect CRC/CNR of every scan -> detectability.csv and figure"),
     "build-dataset": ("build_dataset", "2D positron image dataset (slices + truth, split by scan)"),
     "make-ct-corpus": ("make_ct_corpus", "write the synthetic body-CT corpus in the DeepLesion layout"),
     "train-vae": ("train_vae", "train the CT VAE prior on the CT corpus (checkpoint, resume)"),
@@ -38,6 +41,30 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("sample", "draw evaluation samples from a trained generator"),
     "evaluate": ("evaluate", "score every method's samples against held-out real images: metrics, table, grid"),
 }
+
+# The options of each command that name its outputs, and whether each is a folder (every
+# command is listed; tests/test_faults.py checks the names). They are
+# checked before the stage computes anything (a read-only folder, a folder where a file goes or
+# a full disk is reported then, not after an hour of work), and their stale temporaries removed.
+OUTPUTS: dict[str, dict[str, bool]] = {
+    "config": {"out": False},
+    "config-docs": {"out": False},
+    "simulate": {"root": False, "meta": False, "truth": False},
+    "system-model": {"out": False},
+    "reconstruct": {"out": False, "png": False, "dicom": True},
+    "export": {"out": False, "macro": False},
+    "detectability": {"csv": False, "png": False},
+    "build-dataset": {"out": False, "png": False},
+    "make-ct-corpus": {"out": True},
+    "train-vae": {"model": False, "losses": False, "recon": False, "checkpoint": False},
+    "encode-ct": {"out": False},
+    "extract-features": {"out": False},
+    "train": {"generator": False, "checkpoint": False, "losses": False, "samples": False},
+    "sample": {"out": False},
+    "evaluate": {"metrics": False, "table": False, "grid": False},
+}
+
+EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 2, 130, 143
 
 log = logging.getLogger("positrongan")
 
@@ -117,6 +144,23 @@ def _module(name: str):
     return importlib.import_module(f"positrongan.commands.{COMMANDS[name][0]}")
 
 
+def _on_sigterm(signum, frame) -> None:
+    # SIGTERM (a SLURM cancel or time limit, `kill`) unwinds like Ctrl-C: every atomic write in
+    # progress removes its temporary file. A second SIGTERM during that cleanup is ignored.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def check_outputs(command: str, args: argparse.Namespace) -> None:
+    """Check that every output option of ``command`` can be written (see ``OUTPUTS``)."""
+    from .io import check_output
+
+    for dest, folder in OUTPUTS.get(command, {}).items():
+        value = getattr(args, dest, None)
+        if value:
+            check_output(value, folder=folder)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``positrongan`` console script. Returns the exit status."""
     from . import config as configlib
@@ -131,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     setup_logging(args.verbose)
     set_threads(args.threads)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    name = f"positrongan {args.command}"
     try:
         cfg = configlib.load(args.config, args.config_json, args.set)
         given = None
@@ -140,15 +186,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             given = set(json.loads(args.config_json)) | {
                 k.split(".", 1)[0] for k in (s.partition("=")[0] for s in args.set)
             }
+        check_outputs(args.command, args)
         t0 = time.perf_counter()
         _module(args.command).run(args, StageConfig(cfg, given))
         log.info("%s finished in %.1f s", args.command, time.perf_counter() - t0)
     except PositronganError as exc:
-        print(f"positrongan {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{name}: error: {safe_message(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        # An expected fault of the machine (a file vanished, a device error) rather than a bug:
+        # one line naming the file, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{name}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"positrongan {args.command}: interrupted; no partial artifact was kept", file=sys.stderr)
-        return 130
+        print(f"{name}: interrupted; no partial artifact was kept", file=sys.stderr)
+        return EXIT_SIGINT
+    except Terminated:
+        print(
+            f"{name}: terminated (SIGTERM, e.g. a SLURM cancel or time limit); no partial artifact was kept "
+            "(finished artifacts and training checkpoints are)",
+            file=sys.stderr,
+        )
+        return EXIT_SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -1,22 +1,26 @@
 """Load and validate the configuration against the one schema Snakemake also uses.
 
-The schema lives at ``workflow/schemas/config.schema.yaml``; a copy is shipped inside the
-package (``positrongan/config.schema.yaml``) so the installed CLI validates the same way.
-A test keeps the two identical.
+The schema lives at ``workflow/schemas/config.schema.yaml``; the package ships it as
+``positrongan/config.schema.yaml`` (a symlink in a source checkout, a copy in a wheel) so the
+installed CLI validates the same way. After the schema, every cross-key rule that needs only the
+config (``check_rules``) is checked here too, by the CLI and by ``workflow/rules/common.smk``
+before Snakemake plans a job.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .geometry.scanner import Scanner
 
 
 def schema() -> dict:
@@ -52,6 +56,10 @@ def _key(error: jsonschema.ValidationError) -> str:
     return ".".join(path) or "<top level>"
 
 
+def _types(typ: Any) -> list:
+    return typ if isinstance(typ, list) else [typ]
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     key = _key(error)
     sch = error.schema
@@ -61,7 +69,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "enum":
         return f"config key '{key}' = {error.instance!r} is not allowed; choose one of {sch['enum']}"
     if error.validator == "type":
-        return f"config key '{key}' = {error.instance!r} has the wrong type; expected {sch['type']}"
+        hint = ""
+        if isinstance(error.instance, str) and {"number", "integer"} & set(_types(sch["type"])):
+            try:
+                hint = f" (YAML read it as text: write {int(float(error.instance))})"
+            except ValueError:
+                hint = " (YAML read it as text: write a plain number)"
+        return f"config key '{key}' = {error.instance!r} has the wrong type; expected {sch['type']}{hint}"
     bound = {
         "minimum": ">=",
         "maximum": "<=",
@@ -76,18 +90,20 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key '{key}': {error.message}"
 
 
-def validate(cfg: Mapping[str, Any]) -> dict:
-    """Validate a config and fill in every default.
+def validate(cfg: Mapping[str, Any], given: Iterable[str] | None = None) -> dict:
+    """Validate a config and fill in every default: the schema, then every cross-key rule.
 
     Params:
         cfg: the user's (possibly partial) config.
+        given: dotted keys the caller really provided, when the rest is not its to read (a stage
+            run with ``--config-json``): only rules over these keys are checked. None: all rules.
     Returns:
         A new dict: the complete, validated config.
     Raises:
         ConfigError: naming the first offending key and what is allowed.
     """
-    out = copy.deepcopy(dict(cfg))
     sch = schema()
+    out = _numbers_from_text(copy.deepcopy(dict(cfg)), sch)
     cls = _with_defaults(jsonschema.validators.validator_for(sch))
     errors = sorted(cls(sch).iter_errors(out), key=lambda e: list(e.absolute_path))
     if errors:
@@ -95,8 +111,34 @@ def validate(cfg: Mapping[str, Any]) -> dict:
         err = max(errors, key=lambda e: len(e.absolute_path))
         more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
         raise ConfigError(_describe(err) + more)
-    _check_consistency(out)
+    problems = check_rules(out, given)
+    if problems:
+        more = f" ({len(problems) - 1} more problem(s) after this one)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
     return _schema_order(out, sch)
+
+
+# Numbers that arrive as text: PyYAML (YAML 1.1) reads `4e6` as text (YAML 1.2 and the user read a
+# number), and Snakemake's `--config section={key: 150}` passes nested values as text.
+_INT_TEXT = re.compile(r"^[-+]?\d+$")
+_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _numbers_from_text(node: Any, sch: dict) -> Any:
+    # Accept them wherever the schema asks for a number, the same way in the CLI and in Snakemake.
+    if isinstance(node, str):
+        types, text = _types(sch.get("type")), node.strip()
+        if {"integer", "number"} & set(types) and _INT_TEXT.match(text):
+            return int(text)
+        if "number" in types and _FLOAT_TEXT.match(text):
+            return float(text)
+        return node
+    if isinstance(node, dict):
+        props = sch.get("properties", {})
+        return {k: _numbers_from_text(v, props[k]) if k in props else v for k, v in node.items()}
+    if isinstance(node, list) and isinstance(sch.get("items"), dict):
+        return [_numbers_from_text(v, sch["items"]) for v in node]
+    return node
 
 
 def _schema_order(node: Any, sch: dict) -> Any:
@@ -107,29 +149,347 @@ def _schema_order(node: Any, sch: dict) -> Any:
     return {k: _schema_order(node[k], props[k]) for k in props if k in node}
 
 
-def _check_consistency(cfg: dict) -> None:
-    """Cross-key rules JSON-Schema cannot express."""
-    for name in ("cracks", "pits", "blockages", "bubbles"):
-        for key, rng in cfg["phantom"]["defects"][name].items():
-            if rng[0] > rng[1]:
-                raise ConfigError(
-                    f"config key 'phantom.defects.{name}.{key}' = {rng}: the range must be [min, max] with min <= max"
-                )
-    for key in ("bend_mm",):
-        rng = cfg["phantom"][key]
+# ---- cross-key rules ------------------------------------------------------------------------
+#
+# Every rule that needs only the config lives here, so that it fails `snakemake -n` and
+# `positrongan config` before any job runs: a job that fails after Snakemake removed its old
+# outputs costs those artifacts (at the paper's scale, hours of simulation). Stages keep only the
+# checks that need data. Each rule names the dotted keys it reads; a stage given only some keys
+# (``--config-json``) checks the rules whose keys it holds, the others were checked by Snakemake.
+
+Rule = Callable[[Mapping], Iterator[str]]
+_RULES: list[tuple[tuple[str, ...], Rule]] = []
+
+# Smallest lumen radius the phantom accepts (mm): thinner leaves no fluid to image.
+MIN_LUMEN_MM = 1.0
+
+
+def _rule(*keys: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        _RULES.append((keys, fn))
+        return fn
+
+    return register
+
+
+def _get(cfg: Mapping, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _inner_radius_mm(cfg: Mapping) -> float:
+    return Scanner.from_config(cfg["scanner"]).inner_radius_mm
+
+
+def _tube_reach_mm(cfg: Mapping) -> float:
+    # Farthest the tube's outer surface gets from the scanner axis over every draw: the section is
+    # rotated at random (its longer semi-axis may point anywhere) and the bend shifts it by up to
+    # the largest sagitta.
+    return max(cfg["phantom"]["outer_semi_axes_mm"]) + cfg["phantom"]["bend_mm"][1]
+
+
+_RING = ("scanner.crystals_per_ring", "scanner.crystal_pitch_mm")
+_TUBE = ("phantom.outer_semi_axes_mm", "phantom.bend_mm")
+
+
+# -- phantom
+
+
+def _range_rule(dotted: str) -> Rule:
+    def check(cfg: Mapping) -> Iterator[str]:
+        rng = _get(cfg, dotted)
         if rng[0] > rng[1]:
-            raise ConfigError(f"config key 'phantom.{key}' = {rng}: the range must be [min, max] with min <= max")
+            yield f"config key '{dotted}' = {rng}: the range must be [min, max] with min <= max"
+
+    return check
+
+
+def _register_range_rules() -> None:
+    phantom = schema()["properties"]["phantom"]["properties"]
+    for kind, sub in phantom["defects"]["properties"].items():
+        for key in sub["properties"]:
+            dotted = f"phantom.defects.{kind}.{key}"
+            _rule(dotted)(_range_rule(dotted))
+    _rule("phantom.bend_mm")(_range_rule("phantom.bend_mm"))
+
+
+_register_range_rules()
+
+
+@_rule("phantom.outer_semi_axes_mm", "phantom.wall_thickness_mm", "phantom.wall_variation")
+def _lumen(cfg: Mapping) -> Iterator[str]:
+    ph = cfg["phantom"]
+    # The wall is thickest, t0 (1 + v), where the random phase may put it: on the shorter semi-axis.
+    lumen = min(ph["outer_semi_axes_mm"]) - ph["wall_thickness_mm"] * (1 + ph["wall_variation"])
+    if lumen <= MIN_LUMEN_MM:
+        yield (
+            f"config keys 'phantom.wall_thickness_mm' = {ph['wall_thickness_mm']} and 'phantom.wall_variation' = "
+            f"{ph['wall_variation']} leave no lumen inside 'phantom.outer_semi_axes_mm' = {ph['outer_semi_axes_mm']}: "
+            f"the thickest wall, {ph['wall_thickness_mm'] * (1 + ph['wall_variation']):g} mm, must be thinner than the "
+            f"shorter semi-axis minus {MIN_LUMEN_MM:g} mm; make the wall thinner or the tube wider"
+        )
+
+
+# -- scanner and geometry
+
+
+# The truth's per-defect index map is uint8 (0: no defect), so a scan holds at most 255 defects.
+MAX_DEFECTS = 255
+
+
+@_rule(*(f"phantom.defects.{kind}" for kind in ("cracks", "pits", "blockages", "bubbles")))
+def _defect_count(cfg: Mapping) -> Iterator[str]:
+    most = sum(spec["count"][1] for spec in cfg["phantom"]["defects"].values())
+    if most > MAX_DEFECTS:
+        yield (
+            f"config keys 'phantom.defects.*.count' allow up to {most} defects per scan: at most {MAX_DEFECTS} "
+            "(the truth's defect index map is uint8)"
+        )
+
+
+@_rule("scanner.crystals_per_ring")
+def _even_ring(cfg: Mapping) -> Iterator[str]:
+    n = cfg["scanner"]["crystals_per_ring"]
+    if n % 2:
+        yield f"config key 'scanner.crystals_per_ring' = {n}: must be even (the ring sinogram pairs opposite crystals)"
+
+
+@_rule(*_TUBE, *_RING)
+def _tube_in_bore(cfg: Mapping) -> Iterator[str]:
+    reach, bore = _tube_reach_mm(cfg), _inner_radius_mm(cfg)
+    if reach >= bore:
+        yield (
+            f"config keys 'phantom.outer_semi_axes_mm' = {cfg['phantom']['outer_semi_axes_mm']} and "
+            f"'phantom.bend_mm' = {cfg['phantom']['bend_mm']}: the tube reaches {reach:g} mm from the axis "
+            f"(largest semi-axis + largest bend), outside the bore of radius {bore:.1f} mm "
+            f"('scanner.crystals_per_ring' x 'scanner.crystal_pitch_mm' / 2 pi); use a smaller tube or a larger ring"
+        )
+
+
+@_rule(*_TUBE, "reconstruction.fov_mm")
+def _tube_in_fov(cfg: Mapping) -> Iterator[str]:
+    reach, half = _tube_reach_mm(cfg), cfg["reconstruction"]["fov_mm"] / 2
+    if reach > half:
+        yield (
+            f"config keys 'phantom.outer_semi_axes_mm' = {cfg['phantom']['outer_semi_axes_mm']} and "
+            f"'phantom.bend_mm' = {cfg['phantom']['bend_mm']}: the tube reaches {reach:g} mm from the axis "
+            f"(largest semi-axis + largest bend), outside the reconstructed field of view "
+            f"('reconstruction.fov_mm' = {cfg['reconstruction']['fov_mm']:g}, half side {half:g} mm); "
+            f"set reconstruction.fov_mm to at least {2 * reach:g}"
+        )
+
+
+@_rule("reconstruction.fov_mm", *_RING)
+def _fov_in_ring(cfg: Mapping) -> Iterator[str]:
+    fov, bore = cfg["reconstruction"]["fov_mm"], _inner_radius_mm(cfg)
+    if fov / 2 >= bore:
+        yield (
+            f"config key 'reconstruction.fov_mm' = {fov:g}: the image must fit inside the ring, whose inner "
+            f"diameter is {2 * bore:.1f} mm ('scanner.crystals_per_ring' x 'scanner.crystal_pitch_mm' / pi)"
+        )
+
+
+# -- digitizer
+
+
+@_rule("digitizer.energy_window_kev")
+def _energy_window(cfg: Mapping) -> Iterator[str]:
     lo, hi = cfg["digitizer"]["energy_window_kev"]
     if lo >= hi:
-        raise ConfigError(f"config key 'digitizer.energy_window_kev' = {[lo, hi]}: low must be below high")
-    lo, hi = cfg["ct"]["hu_window"]
-    if lo >= hi:
-        raise ConfigError(f"config key 'ct.hu_window' = {[lo, hi]}: low must be below high")
+        yield f"config key 'digitizer.energy_window_kev' = {[lo, hi]}: low must be below high"
+
+
+@_rule("digitizer.delayed_window", "digitizer.delayed_offset_ns", "digitizer.coincidence_window_ns")
+def _delayed_window(cfg: Mapping) -> Iterator[str]:
+    dig = cfg["digitizer"]
+    if dig["delayed_window"] and dig["delayed_offset_ns"] <= dig["coincidence_window_ns"]:
+        yield (
+            f"config key 'digitizer.delayed_offset_ns' = {dig['delayed_offset_ns']} must exceed "
+            f"'digitizer.coincidence_window_ns' = {dig['coincidence_window_ns']}, or true pairs enter the delayed "
+            "window (or set digitizer.delayed_window: false)"
+        )
+
+
+# -- reconstruction
+
+
+@_rule("reconstruction.algorithm", "reconstruction.subsets", "scanner.crystals_per_ring")
+def _subsets(cfg: Mapping) -> Iterator[str]:
+    rec = cfg["reconstruction"]
+    # In 2D (single-slice rebinning) a view is one of crystals_per_ring / 2 directions.
+    if rec["algorithm"] != "osem" or rec.get("mode", "2d") != "2d":
+        return
+    views = cfg["scanner"]["crystals_per_ring"] // 2
+    if rec["subsets"] > views:
+        yield (
+            f"config key 'reconstruction.subsets' = {rec['subsets']}: at most {views}, the number of views "
+            f"('scanner.crystals_per_ring' / 2 = {cfg['scanner']['crystals_per_ring']} / 2)"
+        )
+
+
+# -- dataset and CT corpus
+
+
+@_rule("dataset.split")
+def _split(cfg: Mapping) -> Iterator[str]:
     split = cfg["dataset"]["split"]
     if abs(sum(split) - 1.0) > 1e-6:
-        raise ConfigError(f"config key 'dataset.split' = {split}: the three fractions must sum to 1")
+        yield f"config key 'dataset.split' = {split}: the three fractions must sum to 1"
+
+
+@_rule("ct.hu_window")
+def _hu_window(cfg: Mapping) -> Iterator[str]:
+    lo, hi = cfg["ct"]["hu_window"]
+    if lo >= hi:
+        yield f"config key 'ct.hu_window' = {[lo, hi]}: low must be below high"
+
+
+@_rule("ct.source", "ct.path")
+def _ct_path(cfg: Mapping) -> Iterator[str]:
     if cfg["ct"]["source"] != "synthetic" and not cfg["ct"]["path"]:
-        raise ConfigError(f"config key 'ct.path' must be set when ct.source is '{cfg['ct']['source']}'")
+        yield f"config key 'ct.path' must be set when ct.source is '{cfg['ct']['source']}'"
+
+
+@_rule("ct.source", "ct.synthetic_size", "ct.min_size")
+def _synthetic_size(cfg: Mapping) -> Iterator[str]:
+    ct = cfg["ct"]
+    if ct["source"] == "synthetic" and ct["synthetic_size"] < ct["min_size"]:
+        yield (
+            f"config key 'ct.synthetic_size' = {ct['synthetic_size']} is below 'ct.min_size' = {ct['min_size']}: "
+            "every synthetic slice would be skipped; lower ct.min_size or raise ct.synthetic_size"
+        )
+
+
+# -- features
+
+
+@_rule(
+    "features.method",
+    "features.pcanet_filters",
+    "features.pcanet_patch",
+    "features.pcanet_block",
+    "dataset.image_size",
+)
+def _pcanet(cfg: Mapping) -> Iterator[str]:
+    feat, size = cfg["features"], cfg["dataset"]["image_size"]
+    if feat["method"] != "pcanet":
+        return
+    if feat["pcanet_block"] > size:
+        yield (
+            f"config key 'features.pcanet_block' = {feat['pcanet_block']} exceeds the image size "
+            f"('dataset.image_size' = {size})"
+        )
+    if max(feat["pcanet_filters"]) > feat["pcanet_patch"] ** 2:
+        yield (
+            f"config key 'features.pcanet_filters' = {feat['pcanet_filters']}: at most 'features.pcanet_patch'^2 = "
+            f"{feat['pcanet_patch'] ** 2} filters per stage"
+        )
+    if feat["pcanet_filters"][1] > 16:
+        yield (
+            f"config key 'features.pcanet_filters' = {feat['pcanet_filters']}: at most 16 stage-2 filters "
+            "(2^16 histogram bins)"
+        )
+
+
+# -- evaluation
+
+
+@_rule("evaluation.msssim_window")
+def _msssim_odd(cfg: Mapping) -> Iterator[str]:
+    window = cfg["evaluation"]["msssim_window"]
+    if window % 2 != 1:
+        yield f"config key 'evaluation.msssim_window' = {window}: must be odd"
+
+
+@_rule("evaluation.msssim_scales", "evaluation.msssim_window", "dataset.image_size")
+def _msssim_fits(cfg: Mapping) -> Iterator[str]:
+    ev, size = cfg["evaluation"], cfg["dataset"]["image_size"]
+    smallest = size
+    for _ in range(ev["msssim_scales"] - 1):
+        smallest = (smallest + 1) // 2
+    if smallest < ev["msssim_window"]:
+        yield (
+            f"config keys 'evaluation.msssim_scales' = {ev['msssim_scales']} and 'evaluation.msssim_window' = "
+            f"{ev['msssim_window']}: a {size} px image ('dataset.image_size') is {smallest} px at the coarsest "
+            "scale, smaller than the window; use fewer scales or a smaller window"
+        )
+
+
+@_rule("evaluation.swd_min_size", "evaluation.swd_patch_size", "dataset.image_size")
+def _swd(cfg: Mapping) -> Iterator[str]:
+    ev, size = cfg["evaluation"], cfg["dataset"]["image_size"]
+    if ev["swd_min_size"] > size:
+        yield (
+            f"config key 'evaluation.swd_min_size' = {ev['swd_min_size']} is larger than the images "
+            f"('dataset.image_size' = {size})"
+        )
+    if ev["swd_patch_size"] > ev["swd_min_size"]:
+        yield (
+            f"config key 'evaluation.swd_patch_size' = {ev['swd_patch_size']} must not exceed "
+            f"'evaluation.swd_min_size' = {ev['swd_min_size']}"
+        )
+
+
+def check_rules(cfg: Mapping, given: Iterable[str] | None = None) -> list[str]:
+    """Every cross-key rule the config breaks (rules JSON-Schema cannot express).
+
+    Params:
+        cfg: a config whose every key is filled in (schema-valid).
+        given: dotted keys the caller really provided (``given_keys``); a rule is checked only
+            when it reads nothing else. None checks every rule.
+    Returns:
+        One message per broken rule, each naming its keys and what is allowed.
+    """
+    have = None if given is None else set(given)
+    problems = []
+    for keys, rule in _RULES:
+        if have is None or all(k in have for k in keys):
+            problems.extend(rule(cfg))
+    return problems
+
+
+def given_keys(data: Mapping) -> set[str]:
+    """The dotted leaf keys present in ``data`` (a section given whole gives all of its keys)."""
+    out = set()
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            out |= {f"{k}.{sub}" for sub in given_keys(v)}
+        else:
+            out.add(k)
+    return out
+
+
+def check_warnings(cfg: Mapping) -> list[str]:
+    """Config choices that run but are probably not what the user wants (logged, not refused).
+
+    Params:
+        cfg: a validated config.
+    Returns:
+        One message per choice, naming its keys.
+    """
+    out = []
+    n, split = cfg["scans"]["count"], cfg["dataset"]["split"]
+    # Whole scans go to the splits (data/positron.py split_scans): with one scan all of it trains;
+    # with two, the second goes to test when test has a fraction, else to val.
+    if n == 1 or split[2] == 0:
+        out.append(
+            f"config keys 'scans.count' = {n} and 'dataset.split' = {split} leave no test scan: "
+            "the evaluation needs held-out test images and will fail (use 3 or more scans)"
+        )
+    if split[1] > 0 and (n == 1 or (n == 2 and split[2] > 0)):
+        out.append(
+            f"config key 'scans.count' = {n}: the dataset split by scan leaves no validation scan "
+            "(train, val and test each need one scan: use 3 or more)"
+        )
+    lo, hi = cfg["digitizer"]["energy_window_kev"]
+    if not lo <= 511.0 <= hi:
+        out.append(
+            f"config key 'digitizer.energy_window_kev' = {[lo, hi]} excludes the 511 keV photopeak: "
+            "almost every true coincidence is rejected"
+        )
+    return out
 
 
 def _set_dotted(cfg: dict, dotted: str, value: Any) -> None:
@@ -168,29 +528,66 @@ def load(
         ConfigError: a file that cannot be read or parsed (naming it), or an invalid key.
     """
     cfg: dict = {}
+    paths = list(paths)
     for path in paths:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
-        _merge(cfg, data)
+        _merge(cfg, read_file(path))
+    given: set[str] | None = None
     if json_text:
         try:
             data = json.loads(json_text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--config-json is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("--config-json must be a JSON object of config sections")
         _merge(cfg, data)
+        if not paths:
+            # A stage run by Snakemake gets only the keys it reads; the rest were checked at planning.
+            given = given_keys(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected dotted.key=value")
         key, _, raw = item.partition("=")
-        _set_dotted(cfg, key.strip(), yaml.safe_load(raw))
-    return validate(cfg)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_first_line(exc)})") from None
+        key = key.strip()
+        _set_dotted(cfg, key, value)
+        if given is not None:
+            given |= {f"{key}.{sub}" for sub in given_keys(value)} if isinstance(value, dict) else {key}
+    return validate(cfg, given)
+
+
+def read_file(path: str | Path) -> dict:
+    """One YAML config file as a dict.
+
+    Raises:
+        ConfigError: naming the file (and the line of a syntax error) when it cannot be read,
+            is not YAML, is empty or does not hold a mapping of keys.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (YAML)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {_first_line(exc)}") from None
+    if data is None:
+        raise ConfigError(f"config file {path} is empty; give at least one key (see config/README.md)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _first_line(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None)
+    return problem or str(exc).splitlines()[0]
 
 
 def dump(cfg: Mapping[str, Any]) -> str:

@@ -1,16 +1,20 @@
 # Config validation, paths and target functions shared by every rule file.
 import json
+import os
 
 from snakemake.utils import min_version, validate
 
 min_version("8.10")
 
 
-# Snakemake's own validation (fills defaults, names the key on error), then the package's,
-# which adds the cross-key rules JSON-Schema cannot express. Both read the same schema file.
-validate(config, "../schemas/config.schema.yaml")
+# The package's validation first: one line naming the key for any schema error (Snakemake's
+# own prints the whole schema), then every cross-key rule, so that no config error can start a
+# job (Snakemake removes a job's old outputs before running it). Then Snakemake's validation of
+# the same schema file, which fills the same defaults and now always passes.
 try:
+    from positrongan.config import check_warnings as _check_warnings
     from positrongan.config import scan_ids as _scan_ids
+    from positrongan.recon.thinning import fraction_tag as _fraction_tag
     from positrongan.config import validate as _pg_validate
     from positrongan.errors import ConfigError as _ConfigError
 except ImportError as exc:
@@ -19,13 +23,29 @@ except ImportError as exc:
         "install it first: pip install -e .  (see README.md)"
     ) from exc
 try:
-    config.update(_pg_validate(config))
+    _resolved = _pg_validate(config)
 except _ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
+config.clear()
+config.update(_resolved)
+validate(config, "../schemas/config.schema.yaml")
+for _text in _check_warnings(config):
+    logger.warning(f"config: {_text}")
 
 
 RESULTS = config["results_dir"]
+
+
+# Scan ids are scan_NNN (so results/recon/{scan}.npz never matches system_model.npz or a file in
+# recon/lowcount/); fractions are plain decimal numbers as fraction_tag writes them.
+wildcard_constraints:
+    scan=r"scan_\d+",
+    fraction=r"[0-9.e-]+",
+
+
 SCANS = _scan_ids(config)
+# Short-scan twins: the file-name tag of each low-count fraction (f0.1), one owner of the format.
+LOW_COUNT_TAGS = [_fraction_tag(f) for f in config["dataset"]["low_count_fractions"]]
 METHODS = config["training"]["methods"]
 
 
@@ -73,3 +93,32 @@ def all_targets():
     for paths in TARGETS.values():
         targets.extend(paths)
     return targets
+
+
+def _unwritable_outputs():
+    """Outputs of the jobs about to run whose folder cannot be written (one line each)."""
+    problems = {}
+    for job in workflow.dag.needrun_jobs():
+        for out in job.output:
+            folder = os.path.dirname(os.path.abspath(out)) or "."
+            while not os.path.exists(folder):
+                folder = os.path.dirname(folder)
+            if not os.access(folder, os.W_OK):
+                problems.setdefault(folder, out)
+    return [
+        f"{folder} is not writable (needed for {out})"
+        for folder, out in sorted(problems.items())
+    ]
+
+
+onstart:
+    # Snakemake removes a job's old outputs before running it, and crashes with a traceback in
+    # that step when their folder is read-only: refuse before any job starts, naming the folder.
+    _bad = _unwritable_outputs()
+    if _bad:
+        raise WorkflowError(
+            "cannot write the outputs: "
+            + "; ".join(_bad)
+            + ". Make the folder writable (chmod u+w) "
+            "or set results_dir to another folder; nothing was run or removed."
+        )

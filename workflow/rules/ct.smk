@@ -72,7 +72,7 @@ rule train_vae:
     shell:
         "positrongan train-vae --config-json {params.cfg:q} --threads {threads} "
         "--corpus {params.root:q} --model {output.model} --losses {output.losses} "
-        "--recon {output.recon} --checkpoint {output.checkpoint} --resume > {log} 2>&1"
+        "--recon {output.recon} --checkpoint {output.checkpoint} > {log} 2>&1"
 
 
 rule encode_ct:

@@ -5,6 +5,11 @@ rule build_positron_dataset:
     input:
         recon=expand(results("recon", "{scan}.npz"), scan=SCANS),
         truth=expand(results("truth", "{scan}.npz"), scan=SCANS),
+        low_count=expand(
+            results("recon", "lowcount", "{scan}_{tag}.npz"),
+            scan=SCANS,
+            tag=LOW_COUNT_TAGS,
+        ),
     output:
         npz=results("dataset", "positron.npz"),
         png=results("dataset", "positron.png"),
@@ -22,7 +27,8 @@ rule build_positron_dataset:
         cfg=cfg_json("dataset"),
     shell:
         "positrongan build-dataset --config-json {params.cfg:q} --threads {threads} "
-        "--recon {input.recon} --truth {input.truth} --out {output.npz} --png {output.png} "
+        "--recon {input.recon} --truth {input.truth} --low-count {input.low_count} "
+        "--out {output.npz} --png {output.png} "
         "> {log} 2>&1"
 
 

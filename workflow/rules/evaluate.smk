@@ -1,5 +1,6 @@
 # Evaluation of every method's samples against the held-out real positron images:
-# MS-SSIM (diversity, memorisation), FID/KID (when the Inception weights are present), SWD.
+# MS-SSIM (diversity, memorisation), FID/KID (when the Inception weights are present), SWD; and
+# the statistics of the held-out reference they are measured against (reference.npz).
 
 
 rule evaluate_methods:
@@ -22,6 +23,7 @@ rule evaluate_methods:
             caption="../report/grid.rst",
             category="Evaluation",
         ),
+        reference=results("eval", "reference.npz"),
     log:
         "logs/evaluate_methods/eval.log",
     benchmark:
@@ -38,11 +40,12 @@ rule evaluate_methods:
         "positrongan evaluate --config-json {params.cfg:q} --threads {threads} "
         "--dataset {input.dataset} --samples {input.samples} "
         "--metrics {output.metrics} --table {output.table} --grid {output.grid} "
-        "> {log} 2>&1"
+        "--reference {output.reference} > {log} 2>&1"
 
 
 TARGETS["evaluate"] = [
     results("eval", "metrics.csv"),
     results("eval", "table.md"),
     results("eval", "grid.png"),
+    results("eval", "reference.npz"),
 ]

@@ -12,7 +12,7 @@ include: "train_functions.smk"
 
 
 wildcard_constraints:
-    method="ours|vae|dcgan|wgan_gp",
+    method="|".join(METHODS),
 
 
 rule train_gan:

@@ -22,6 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--truth", nargs="+", required=True, metavar="NPZ", help="truth maps (results/truth/{scan}.npz)"
     )
+    parser.add_argument(
+        "--low-count",
+        nargs="*",
+        default=[],
+        metavar="NPZ",
+        help="short-scan twins (results/recon/lowcount/{scan}_f{fraction}.npz), one per scan and fraction",
+    )
     parser.add_argument("--out", required=True, metavar="NPZ", help="dataset (results/dataset/positron.npz)")
     parser.add_argument("--png", metavar="PNG", help="overview figure of some slices and their truth")
 
@@ -35,6 +42,23 @@ def _by_scan(paths: list[str], what: str) -> dict[str, Path]:
     return out
 
 
+def _twins(paths: list[str]) -> dict[str, dict[float, Path]]:
+    """``{scan}_f{fraction}.npz`` files -> scan -> fraction -> path."""
+    out: dict[str, dict[float, Path]] = {}
+    for p in map(Path, paths):
+        scan, sep, frac = p.stem.rpartition("_f")
+        try:
+            f = float(frac)
+        except ValueError:
+            f = None
+        if not sep or f is None:
+            raise ArtifactError(f"{p}: a low-count reconstruction must be named {{scan}}_f{{fraction}}.npz")
+        if f in out.setdefault(scan, {}):
+            raise ArtifactError(f"{p}: two low-count reconstructions of scan '{scan}' at fraction {f:g}")
+        out[scan][f] = p
+    return out
+
+
 def run(args: argparse.Namespace, cfg: dict) -> None:
     import numpy as np
 
@@ -43,6 +67,7 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         _by_scan(args.truth, "truth"),
         cfg["dataset"],
         functools.partial(derived_seed, cfg),
+        _twins(args.low_count),
     )
     save_npz(args.out, **data)
     n = {s: int((data["split"] == s).sum()) for s in ("train", "val", "test")}

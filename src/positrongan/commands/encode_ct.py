@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 
@@ -22,18 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: dict) -> None:
     from ..data.ct import read_corpus
-    from ..io import save_npz
     from ..models.vae import encode_images, load_vae
     from ..runtime import torch_device
+    from ..train.latents import save_latents
 
     model = load_vae(args.model, torch_device(cfg["device"]))
     # The slices are resized to the model's own resolution, whatever the config says now.
     corpus = read_corpus(cfg["ct"], args.corpus, model.image_size)
     mu, logvar = encode_images(model, corpus.images, batch_size=cfg["vae"]["batch_size"])
-    save_npz(
-        args.out,
-        mu=mu.numpy().astype(np.float32),
-        logvar=logvar.numpy().astype(np.float32),
-        names=np.array(corpus.names),
-    )
+    save_latents(args.out, mu.numpy(), logvar.numpy(), corpus.names)
     log.info("encoded %d CT slices to %d-d latents: %s", len(corpus.names), mu.shape[1], args.out)

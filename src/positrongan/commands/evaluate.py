@@ -24,10 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grid", required=True, metavar="PNG", help="output: real test images beside every method's samples"
     )
+    parser.add_argument(
+        "--reference",
+        metavar="NPZ",
+        help="output: statistics of the held-out real images the rows are compared with (eval/reference.npz)",
+    )
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:
-    from ..report.evaluation import run_evaluation
+    from ..metrics.evaluation import run_evaluation
     from ..runtime import torch_device
 
     ev = cfg["evaluation"]
@@ -42,4 +47,5 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         metrics_csv=args.metrics,
         table_md=args.table,
         grid_png=args.grid,
+        reference_npz=args.reference,
     )

@@ -10,7 +10,10 @@ from ..config import derived_seed
 from ..errors import ConfigError
 from ..geometry.scanner import Scanner
 from ..recon.projector import SystemModel, build_system_model, fingerprint
+from ..recon.detectability import defect_list, score_defects
+from ..recon.detectability import to_json as detectability_json
 from ..recon.scan import load_truth, reconstruct_scan, save_recon
+from ..recon.thinning import fraction_tag
 from ..runtime import torch_device
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="NPZ", help="reconstruction (results/recon/{scan}.npz)")
     parser.add_argument("--png", metavar="PNG", help="preview figure (results/recon/{scan}.png)")
     parser.add_argument("--dicom", metavar="DIR", help="DICOM series folder (results/recon/{scan}_dicom)")
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="keep each prompt and delayed event with this probability: a short-scan twin of a scan "
+        "this fraction as long (default 1: every event)",
+    )
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:
@@ -35,22 +45,62 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     scanner = Scanner.from_config(cfg["scanner"])
     if args.dicom and not rcfg["dicom"]:
         raise ConfigError("--dicom was given but config key 'reconstruction.dicom' is false")
-    fp = fingerprint(cfg["scanner"], rcfg)
-    if args.system_model:
-        model = SystemModel.load(args.system_model, expect_fingerprint=fp)
-    else:
-        model = build_system_model(scanner, rcfg, cfg["scanner"])
+    model = None  # 3d mode projects on the fly and needs no system model
+    if rcfg["mode"] == "2d":
+        fp = fingerprint(cfg["scanner"], rcfg)
+        if args.system_model:
+            model = SystemModel.load(args.system_model, expect_fingerprint=fp)
+        else:
+            model = build_system_model(scanner, rcfg, cfg["scanner"])
+    elif args.system_model:
+        log.info("reconstruction.mode is 3d: --system-model %s is not used", args.system_model)
     truth = load_truth(args.truth, scanner, rcfg) if args.truth else None
     try:
         device = torch_device(cfg["device"])
     except RuntimeError as exc:  # cuda asked for on a machine without one
         raise ConfigError(str(exc)) from None
-    out = reconstruct_scan(args.root, model, scanner, rcfg, truth, device)
+    if not 0 < args.fraction <= 1:
+        raise ConfigError(f"--fraction {args.fraction}: must be in (0, 1]")
+    out = reconstruct_scan(
+        args.root,
+        model,
+        scanner,
+        rcfg,
+        truth,
+        device,
+        fraction=args.fraction,
+        thin_seed=derived_seed(cfg, "thin", args.scan, fraction_tag(args.fraction)),
+    )
     out["scan"] = np.array(args.scan)
     out["device"] = np.array(str(device))
+    if truth is not None and "defect_index" in truth:
+        ds = cfg["dataset"]
+        rows = score_defects(
+            out["image"],
+            truth["activity"],
+            truth["mu"],
+            truth["defect_index"],
+            defect_list(truth),
+            ds["image_size"],
+            ds["slice_planes"],
+        )
+        out["detectability"] = detectability_json(rows)
+        for row in rows:
+            log.info(
+                "defect %d (%s, %s %.2f mm): CRC %.3f, CNR %.2f",
+                row["defect"],
+                row["type"],
+                row["size_name"],
+                row["size_mm"],
+                row["crc"],
+                row["cnr"],
+            )
     save_recon(args.out, out)
     log.info("wrote %s", args.out)
-    label = f"{rcfg['algorithm'].upper()} {int(out['iterations'])} it x {int(out['subsets'])} subsets"
+    label = f"{rcfg['mode'].upper()} {rcfg['algorithm'].upper()} {int(out['iterations'])} it"
+    label += f" x {int(out['subsets'])} subsets"
+    if args.fraction < 1:
+        label += f", {args.fraction:g} of the counts"
     if rcfg["postfilter_fwhm_mm"] > 0:
         label += f", {rcfg['postfilter_fwhm_mm']:g} mm filter"
     if args.png:
@@ -81,5 +131,7 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
             args.scan,
             label,
             uid_seed=derived_seed(cfg, "dicom", args.scan),
+            attenuation_corrected=bool(out["attenuation_corrected"]),
+            randoms_corrected=bool(out["randoms_corrected"]),
         )
         log.info("wrote %d DICOM files to %s", len(files), Path(args.dicom))

@@ -8,15 +8,14 @@ import logging
 from pathlib import Path
 
 from ..config import derived_seed
-from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ours", "vae", "dcgan", "wgan_gp")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=METHODS)
+    from ..train.registry import METHODS
+
+    parser.add_argument("--method", required=True, choices=list(METHODS))
     parser.add_argument("--dataset", required=True, metavar="NPZ", help="dataset/positron.npz")
     parser.add_argument("--features", metavar="NPZ", help="features/positron_features.npz (ours)")
     parser.add_argument("--latents", metavar="NPZ", help="vae/latents.npz, the CT latents (ours)")
@@ -29,46 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:
-    import torch
-
     from ..runtime import torch_device
-    from ..train.data import ct_latents, memory_vectors, training_images
-    from ..train.factory import build_trainer
-    from ..train.latents import CTEncoderLatents, CTLatents
-    from ..train.loop import Outputs, train
+    from ..train.loop import Outputs
+    from ..train.run import train_method
 
-    tcfg = cfg["training"]
-    method = args.method
-    device = torch_device(cfg["device"])
-    seed = derived_seed(cfg, "train", method)
-    images_np = training_images(args.dataset)
-    images = (torch.from_numpy(images_np)[:, None] * 2 - 1).to(device)
-    size = images.shape[-1]
-    log.info("%s: %d training images of %d px on %s", method, len(images), size, device)
-
-    memory = latents = None
-    extra = ()
-    if method == "ours":
-        if not args.features or not args.latents:
-            raise ConfigError("method 'ours' needs --features and --latents")
-        memory_np = memory_vectors(args.features)
-        memory = torch.from_numpy(memory_np)
-        if tcfg["train_encoder"]:
-            if not args.vae_model or not args.ct_root:
-                raise ConfigError("config key 'training.train_encoder' = true needs --vae-model and --ct-root")
-            from ..data.ct import load_corpus
-            from ..models.vae import load_vae
-
-            vae = load_vae(args.vae_model, device).train()
-            ct = torch.from_numpy(load_corpus(cfg["ct"], args.ct_root, size))[:, None].float().to(device)
-            latents = CTEncoderLatents(vae, ct)
-            extra = (memory_np, ct.cpu().numpy())
-        else:
-            mu, logvar = ct_latents(args.latents)
-            latents = CTLatents(torch.from_numpy(mu), torch.from_numpy(logvar))
-            extra = (memory_np, mu, logvar)
-    torch.manual_seed(seed)  # network initialisation
-    trainer = build_trainer(method, images, tcfg, device, memory=memory, latents=latents)
-    out = Outputs(Path(args.generator), Path(args.checkpoint), Path(args.losses), Path(args.samples))
-    blob = train(trainer, images, tcfg, out, seed, data_fingerprint=extra)
-    log.info("%s: wrote %s after %.1f s of training", method, args.generator, blob["train_seconds"])
+    blob = train_method(
+        args.method,
+        cfg,
+        seed=derived_seed(cfg, "train", args.method),
+        dataset=args.dataset,
+        out=Outputs(Path(args.generator), Path(args.checkpoint), Path(args.losses), Path(args.samples)),
+        device=torch_device(cfg["device"]),
+        features=args.features,
+        latents=args.latents,
+        vae_model=args.vae_model,
+        ct_root=args.ct_root,
+    )
+    log.info("%s: wrote %s after %.1f s of training", args.method, args.generator, blob["train_seconds"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from ..config import derived_seed
 
@@ -20,32 +21,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--losses", required=True, metavar="FILE", help="output: per-step losses (losses.csv)")
     parser.add_argument("--recon", required=True, metavar="FILE", help="output: PNG grid of inputs and reconstructions")
     parser.add_argument(
-        "--checkpoint", required=True, metavar="FILE", help="output: full training state (checkpoint.pt)"
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from --checkpoint when it exists (same run settings; more vae.epochs extends a finished run)",
+        "--checkpoint",
+        required=True,
+        metavar="FILE",
+        help="full training state (checkpoint.pt); resumed from when it belongs to the same run "
+        "(more vae.epochs extend a finished run), as for every trainer",
     )
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:
     from ..data.ct import read_corpus
-    from ..models.vae import save_vae
     from ..runtime import torch_device
-    from ..train.ct_vae import save_recon_grid, train_vae, write_losses
+    from ..train.ct_vae import train_vae
+    from ..train.loop import Outputs
 
-    size = cfg["dataset"]["image_size"]
-    corpus = read_corpus(cfg["ct"], args.corpus, size)
-    device = torch_device(cfg["device"])
-    result = train_vae(
+    corpus = read_corpus(cfg["ct"], args.corpus, cfg["dataset"]["image_size"])
+    train_vae(
         corpus.images,
         cfg["vae"],
         seed=derived_seed(cfg, "vae"),
-        device=device,
-        checkpoint=args.checkpoint,
-        resume=args.resume,
+        out=Outputs(Path(args.model), Path(args.checkpoint), Path(args.losses), Path(args.recon)),
+        names=corpus.names,
+        device=torch_device(cfg["device"]),
     )
-    save_vae(result.model, args.model)
-    write_losses(args.losses, result.losses)
-    save_recon_grid(args.recon, result.model, corpus.images, corpus.names)

@@ -1,10 +1,16 @@
 """The 2D positron image dataset: transverse slices of the reconstructions with their truth.
 
 Per scan, every plane that cuts a defect is taken, plus ``extra_slices_per_scan`` planes drawn
-(seeded) among the other planes through the tube. Each slice is resized to ``image_size`` and
-scaled to [0, 1] by its own ``normalise_percentile`` (robust to single hot voxels of a noisy
-reconstruction); the truth activity is scaled by the scan's largest activity. Scans, not
-slices, are split into train/val/test so that slices of one tube never sit on both sides.
+(seeded) among the other planes through the tube. Each slice is the mean of ``slice_planes``
+planes centred on it, resized to ``image_size`` (``positrongan.slices``) and scaled to [0, 1] by
+its own ``normalise_percentile`` (robust to single hot voxels of a noisy reconstruction); the
+truth activity is scaled by the scan's largest activity. Scans, not slices, are split into
+train/val/test so that slices of one tube never sit on both sides.
+
+Short-scan twins (``low_count_fractions``): the same slice of each thinned reconstruction,
+divided by its fraction f (a scan f times as long has f times the counts) and by the reference
+slice's scale, so ``low_count[i, j]`` and ``images[i]`` are directly comparable. They are clipped
+at 0 but not at 1: their noise is what an enhancement method must remove.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..io import atomic_path, load_npz
+from ..slices import resize, resize_labels, slab
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +85,17 @@ def select_planes(activity: np.ndarray, defects: np.ndarray, extra: int, rng: np
     return planes, with_defect[planes]
 
 
-def resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Area-preserving resize (anti-aliased when shrinking) to size x size."""
-    from skimage.transform import resize as _resize
-
-    if img.shape == (size, size):
-        return img.astype(np.float32)
-    return _resize(img, (size, size), order=1, anti_aliasing=img.shape[0] > size, preserve_range=True).astype(
-        np.float32
-    )
+def percentile_scale(img: np.ndarray, percentile: float) -> float:
+    """The value :func:`normalise` divides a slice by (0 for an empty slice)."""
+    img = np.clip(img, 0, None)
+    top = float(np.percentile(img, percentile))
+    return top if top > 0 else float(img.max())
 
 
 def normalise(img: np.ndarray, percentile: float) -> np.ndarray:
     """Scale a slice to [0, 1] by its own percentile (clipped); an empty slice stays 0."""
+    top = percentile_scale(img, percentile)
     img = np.clip(img, 0, None)
-    top = np.percentile(img, percentile)
-    if top <= 0:
-        top = img.max()
     return np.clip(img / top, 0, 1).astype(np.float32) if top > 0 else np.zeros_like(img, dtype=np.float32)
 
 
@@ -103,6 +104,7 @@ def build_dataset(
     truth: dict[str, str | Path],
     ds_cfg: dict,
     seed_of: Callable[..., int],
+    low_count: dict[str, dict[float, str | Path]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Assemble the dataset arrays of docs/contract.md.
 
@@ -111,8 +113,11 @@ def build_dataset(
         truth: scan id -> ``truth/{scan}.npz``.
         ds_cfg: the ``dataset`` config section.
         seed_of: ``derived_seed`` bound to the config, called with a path of names.
+        low_count: scan id -> {fraction -> ``recon/lowcount/{scan}_f{f}.npz``}, one per fraction of
+            ``ds_cfg["low_count_fractions"]`` (None or {} when there are none).
     Returns:
-        dict of arrays (images, truth, scan, plane, split, counts, has_defect, z_mm, ...).
+        dict of arrays (images, truth, defect_labels, scan, plane, split, counts, has_defect, z_mm,
+        and low_count, low_count_fractions when twins were given).
     Raises:
         ArtifactError: a missing, corrupt or mismatched input, naming it.
     """
@@ -121,10 +126,31 @@ def build_dataset(
         raise ArtifactError(f"scans {missing} have a reconstruction or a truth file but not both")
     if not recon:
         raise ArtifactError("no reconstructions given to build the dataset from")
-    size = ds_cfg["image_size"]
+    fractions = [float(f) for f in ds_cfg["low_count_fractions"]]
+    low_count = low_count or {}
+    for scan in recon:
+        have = sorted(low_count.get(scan, {}))
+        if have != sorted(fractions):
+            raise ArtifactError(
+                f"scan {scan}: low-count reconstructions for fractions {have}, but config key "
+                f"'dataset.low_count_fractions' is {fractions}"
+            )
+    size, thick, pct = ds_cfg["image_size"], ds_cfg["slice_planes"], ds_cfg["normalise_percentile"]
     splits = split_scans(list(recon), ds_cfg["split"], seed_of("dataset", "split"))
     cols: dict[str, list] = {
-        k: [] for k in ("images", "truth", "scan", "plane", "split", "counts", "has_defect", "z_mm")
+        k: []
+        for k in (
+            "images",
+            "truth",
+            "defect_labels",
+            "low_count",
+            "scan",
+            "plane",
+            "split",
+            "counts",
+            "has_defect",
+            "z_mm",
+        )
     }
     for scan in sorted(recon):
         r = load_npz(recon[scan], required=("image", "sinogram", "origin_mm", "voxel_mm"))
@@ -134,14 +160,28 @@ def build_dataset(
             raise ArtifactError(
                 f"{truth[scan]}: truth shape {act.shape} differs from the reconstruction {recon[scan]} {image.shape}"
             )
+        twins = []
+        for f in fractions:
+            path = low_count[scan][f]
+            twin = load_npz(path, required=("image",))["image"]
+            if twin.shape != image.shape:
+                raise ArtifactError(f"{path}: shape {twin.shape} differs from the reference {recon[scan]} {image.shape}")
+            twins.append(slab(twin, thick) / f)
         planes, has_defect = select_planes(
             act, lab, ds_cfg["extra_slices_per_scan"], np.random.default_rng(seed_of("dataset", scan))
         )
         counts = r["sinogram"].reshape(len(image), -1).sum(1)
         top = float(act.max()) or 1.0
+        image, act = slab(image, thick), slab(act, thick)
         for p, d in zip(planes, has_defect):
-            cols["images"].append(normalise(resize(image[p], size), ds_cfg["normalise_percentile"]))
+            ref = resize(image[p], size)
+            scale = percentile_scale(ref, pct)
+            cols["images"].append(normalise(ref, pct))
             cols["truth"].append(np.clip(resize(act[p], size) / top, 0, 1))
+            cols["defect_labels"].append(resize_labels(lab[p], size))
+            cols["low_count"].append(
+                [np.clip(resize(tw[p], size) / scale, 0, None) if scale > 0 else np.zeros((size, size)) for tw in twins]
+            )
             cols["scan"].append(scan)
             cols["plane"].append(int(p))
             cols["split"].append(splits[scan])
@@ -151,9 +191,18 @@ def build_dataset(
         log.info("%s (%s): %d slices, %d cut a defect", scan, splits[scan], len(planes), int(has_defect.sum()))
     if not cols["images"]:
         raise ArtifactError("no slice passes through the tube in any truth file; nothing to put in the dataset")
+    twins_out = {}
+    if fractions:
+        twins_out = {
+            "low_count": np.asarray(cols["low_count"], dtype=np.float32),
+            "low_count_fractions": np.array(fractions, dtype=np.float64),
+        }
     return {
+        **twins_out,
         "images": np.stack(cols["images"]).astype(np.float32),
         "truth": np.stack(cols["truth"]).astype(np.float32),
+        "defect_labels": np.stack(cols["defect_labels"]).astype(np.uint8),
+        "slice_planes": np.int64(thick),
         "scan": np.array(cols["scan"]),
         "plane": np.array(cols["plane"], dtype=np.int64),
         "split": np.array(cols["split"]),
@@ -207,3 +256,39 @@ def write_overview(path: str | Path, data: dict[str, np.ndarray], per_split: int
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+
+
+# The one reader of dataset/positron.npz for every stage that consumes it (features, training,
+# evaluation). The writer clips to [0, 1], so only float rounding is tolerated beyond it.
+RANGE_TOLERANCE = 1e-6
+
+
+def load_dataset(path: str | Path) -> dict[str, np.ndarray]:
+    """Read and check ``dataset/positron.npz`` (the images and where they come from).
+
+    Params:
+        path: the dataset artifact.
+    Returns:
+        ``images`` (N, S, S) float32 in [0, 1], ``split`` (N,) str, and ``scan`` (N,) str and
+        ``plane`` (N,) int when the file has them.
+    Raises:
+        ArtifactError: naming the file, when it is missing, malformed, or its images are not
+            finite and in [0, 1].
+    """
+    data = load_npz(path, required=("images", "split"))
+    images, split = data["images"], data["split"].astype(str)
+    if images.ndim != 3 or images.shape[1] != images.shape[2] or split.shape != (len(images),):
+        raise ArtifactError(
+            f"{path}: 'images' must be (N, S, S) with one 'split' entry per image, got {images.shape} "
+            f"and {split.shape}"
+        )
+    images = images.astype(np.float32, copy=False)
+    if not np.isfinite(images).all():
+        raise ArtifactError(f"{path}: 'images' contains NaN or infinite values")
+    lo, hi = float(images.min(initial=0.0)), float(images.max(initial=0.0))
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise ArtifactError(f"{path}: 'images' must lie in [0, 1], found [{lo:.6g}, {hi:.6g}]")
+    out = {"images": np.clip(images, 0.0, 1.0), "split": split}
+    if "scan" in data and "plane" in data:
+        out.update(scan=data["scan"].astype(str), plane=data["plane"].astype(np.int64))
+    return out

@@ -1,11 +1,15 @@
-"""From training positron images to the attention memory (the features artifact)."""
+"""From training positron images to the attention memory; the reader and writer of the
+features artifact (``features/positron_features.npz``)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArtifactError
+from ..io import load_npz, save_npz
 from .pca import fit_pca
 from .pcanet import fit_pcanet, pcanet_memory
 
@@ -64,3 +68,30 @@ def memory_features(images: np.ndarray, feat_cfg: dict, seed: int = 0) -> dict[s
         explained_variance_ratio=pca.explained_variance_ratio.astype(np.float32),
     )
     return out
+
+
+def memory_names(data: dict[str, np.ndarray], split: str = "train") -> np.ndarray:
+    """One name per memory vector: ``scan_003/plane_041`` when the dataset (from
+    :func:`~positrongan.data.positron.load_dataset`) says where its slices come from."""
+    pick = data["split"] == split
+    if "scan" in data and "plane" in data:
+        return np.array([f"{s}/plane_{int(p):03d}" for s, p in zip(data["scan"][pick], data["plane"][pick])])
+    return np.array([f"{split}_{i:05d}" for i in range(int(pick.sum()))])
+
+
+def save_features(path: str | Path, features: dict[str, np.ndarray], names: np.ndarray) -> None:
+    """Write ``features/positron_features.npz``: :func:`memory_features`' arrays and ``names``."""
+    save_npz(path, **features, names=names)
+
+
+def load_memory(path: str | Path) -> np.ndarray:
+    """The memory (M, k) float32 of ``features/positron_features.npz``.
+
+    Raises:
+        ArtifactError: naming the file, when it is missing or its memory is empty or not finite.
+    """
+    data = load_npz(path, required=("memory",))
+    memory = data["memory"].astype(np.float32)
+    if memory.ndim != 2 or len(memory) == 0 or not np.isfinite(memory).all():
+        raise ArtifactError(f"{path}: 'memory' must be a finite, non-empty (M, k) array")
+    return memory

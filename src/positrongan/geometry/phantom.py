@@ -22,6 +22,7 @@ Material ids used everywhere: 0 air, 1 fluid (water + F-18), 2 aluminium, 3 depo
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
@@ -104,13 +105,7 @@ class TubePhantom:
             bend_direction=float(rng.uniform(0, 2 * math.pi)),
             deposit_material=phantom_cfg["deposit_material"],
         )
-        if tube.r_in(np.linspace(0, 2 * np.pi, 721)).min() <= 1.0:
-            from ..errors import ConfigError
-
-            raise ConfigError(
-                "config keys 'phantom.wall_thickness_mm' / 'phantom.wall_variation' leave no lumen inside "
-                f"'phantom.outer_semi_axes_mm' = {[a, b]}; make the wall thinner"
-            )
+        # A lumen for every draw (wall phase) is a config rule (config.py), checked before any job.
         d = phantom_cfg["defects"]
         for kind, spec in (
             ("crack", d["cracks"]),
@@ -213,13 +208,14 @@ class TubePhantom:
     # ---- classification ---------------------------------------------------------------------
 
     def classify_local(self, u: np.ndarray, v: np.ndarray, z: np.ndarray, labels: bool = False):
-        """Material id (and optionally defect label) of points in local coordinates.
+        """Material id (and optionally defect label and index) of points in local coordinates.
 
         Params:
             u, v, z: local coordinates (mm), same shape.
-            labels: also return the defect label map.
+            labels: also return the defect label map and the defect index map.
         Returns:
-            material (uint8), and the label array (uint8) when ``labels``.
+            material (uint8); with ``labels`` also the label array (uint8, 0 none) and the index
+            array (uint8, 0 none, k + 1 for ``defects[k]``; a later defect overwrites an earlier one).
         """
         u, v, z = np.broadcast_arrays(u, v, z)
         shape = u.shape
@@ -256,7 +252,8 @@ class TubePhantom:
         # Disjoint masks: the material id by arithmetic (cheaper than masked assignments).
         mat = lumen.view(np.uint8) * np.uint8(FLUID) + wall.view(np.uint8) * np.uint8(WALL)
         lab = np.zeros(r.shape, dtype=np.uint8) if labels else None
-        for d in self.defects:
+        index = np.zeros(r.shape, dtype=np.uint8) if labels else None
+        for k, d in enumerate(self.defects):
             cu, cv, cz = d.local_centre
             # Every defect is bounded in z: test only the points in its z range (few).
             if d.type == "crack" or d.type == "blockage":
@@ -291,13 +288,14 @@ class TubePhantom:
             mat[jh] = code
             if labels:
                 lab[jh] = DEFECT_LABELS[d.type]
+                index[jh] = k + 1
         mat = mat.reshape(shape)
         if labels:
-            lab = lab.reshape(shape)
-        return (mat, lab) if labels else mat
+            return mat, lab.reshape(shape), index.reshape(shape)
+        return mat
 
     def classify(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, labels: bool = False):
-        """Material id (and optionally defect label) of points in scanner coordinates (mm)."""
+        """Material id (and optionally defect label and index) of points in scanner coordinates (mm)."""
         u, v = self.to_local(x, y, z)
         return self.classify_local(u, v, z, labels)
 
@@ -361,8 +359,10 @@ def truth_maps(
         mu_511: (5,) attenuation coefficient (1/mm) of each material id at 511 keV.
         sub: sub-samples per axis.
     Returns:
-        dict with ``activity``, ``mu`` (float32) and ``defects`` (uint8), each (planes, grid, grid)
-        indexed [z, y, x], plus ``voxel_mm`` and ``origin_mm`` in (z, y, x) order.
+        dict with ``activity``, ``mu`` (float32), ``defects`` (uint8 type labels) and
+        ``defect_index`` (uint8, k + 1 for ``tube.defects[k]``), each (planes, grid, grid) indexed
+        [z, y, x]; ``defect_list`` (the defects as a JSON string, in index order); ``voxel_mm`` and
+        ``origin_mm`` in (z, y, x) order.
     """
     vox = fov_mm / grid
     centres = -fov_mm / 2 + (np.arange(grid) + 0.5) * vox
@@ -373,6 +373,8 @@ def truth_maps(
     activity = np.zeros((n_planes, grid, grid), np.float32)
     mu = np.zeros((n_planes, grid, grid), np.float32)
     labels = np.zeros((n_planes, grid, grid), np.uint8)
+    index = np.zeros((n_planes, grid, grid), np.uint8)
+    n_cat = len(tube.defects) + 1
     mu_511 = np.asarray(mu_511, dtype=np.float64)
     # Voxel (row-major y, x) of each transaxial sub-sample, for the label histogram.
     vox_id = (np.arange(grid).repeat(sub)[:, None] * grid + np.arange(grid).repeat(sub)[None, :]).ravel()
@@ -387,11 +389,13 @@ def truth_maps(
             continue
         # All sub-planes of the plane at once: (sub, grid*sub, grid*sub).
         zz = np.broadcast_to((zc + offs * plane_mm)[:, None], (sub, near.size))
-        m_near, l_near = tube.classify(x_near, y_near, zz, labels=True)
+        m_near, l_near, i_near = tube.classify(x_near, y_near, zz, labels=True)
         mat = np.full((sub, xx.size), AIR, np.uint8)
         lab = np.zeros((sub, xx.size), np.uint8)
+        idx = np.zeros((sub, xx.size), np.uint8)
         mat[:, near] = m_near
         lab[:, near] = l_near
+        idx[:, near] = i_near
         # (sub, grid*sub, grid*sub) -> (sub, grid, sub, grid, sub) -> per-voxel sums
         activity[p] = (mat == FLUID).reshape(sub, grid, sub, grid, sub).sum(axis=(0, 2, 4)) / nsub
         mu[p] = mu_511[mat].reshape(sub, grid, sub, grid, sub).sum(axis=(0, 2, 4)) / nsub
@@ -401,10 +405,18 @@ def truth_maps(
             ).reshape(grid, grid, 5)[:, :, 1:]
             best = counts.argmax(axis=2) + 1
             labels[p] = np.where(counts.max(axis=2) > 0, best, 0)
+            # The same vote per defect, so each defect can be scored on its own.
+            votes = np.bincount(
+                np.broadcast_to(vox_id, (sub, vox_id.size)).ravel() * n_cat + idx.reshape(-1),
+                minlength=grid * grid * n_cat,
+            ).reshape(grid, grid, n_cat)[:, :, 1:]
+            index[p] = np.where(votes.max(axis=2) > 0, votes.argmax(axis=2) + 1, 0)
     return {
         "activity": activity,
         "mu": mu,
         "defects": labels,
+        "defect_index": index,
+        "defect_list": np.array(json.dumps([d.to_json() for d in tube.defects])),
         "voxel_mm": np.array([plane_mm, vox, vox], np.float32),
         "origin_mm": np.array([plane_z[0], centres[0], centres[0]], np.float32),
     }

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import load_torch
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -85,13 +87,13 @@ def load_inception(device) -> torch.nn.Module:
 
     pytorch-fid fetches its weights with ``load_state_dict_from_url``, which downloads when the
     file is absent and unpickles without ``weights_only``. We swap that one call for a local
-    ``torch.load(weights_path(), weights_only=True)`` while the network is built, so there is no
+    ``load_torch(weights_path())`` (``weights_only=True``) while the network is built, so there is no
     network access whatever the cache holds. Call only after :func:`weights_status` returned None.
     """
     import pytorch_fid.inception as pfi
 
     def local_weights(url, *args, **kwargs):
-        return torch.load(weights_path(), map_location="cpu", weights_only=True)
+        return load_torch(weights_path(), what="Inception weights file")
 
     original = pfi.load_state_dict_from_url
     pfi.load_state_dict_from_url = local_weights

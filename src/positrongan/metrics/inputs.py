@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.positron import load_dataset
 from ..errors import ArtifactError, ConfigError
 from ..io import load_npz
 
@@ -40,7 +41,7 @@ def _check_images(images: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 
 def load_real(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Training and held-out test images of ``dataset/positron.npz``.
+    """Training and held-out test images of ``dataset/positron.npz`` (read by :func:`load_dataset`).
 
     Returns:
         (train (M, S, S), test (N, S, S)) float32 in [0, 1].
@@ -48,11 +49,8 @@ def load_real(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         ArtifactError: naming the file when it is missing, malformed, or a split is too small.
     """
     path = Path(path)
-    data = load_npz(path, required=("images", "split"))
-    images = _check_images(data["images"], path, "images")
-    split = data["split"].astype(str)
-    if split.shape != (len(images),):
-        raise ArtifactError(f"{path}: 'split' has shape {split.shape}, expected ({len(images)},)")
+    data = load_dataset(path)
+    images, split = data["images"], data["split"]
     train, test = images[split == "train"], images[split == "test"]
     if len(test) < 2:
         raise ArtifactError(

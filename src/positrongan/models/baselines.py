@@ -14,6 +14,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from .init import init_weights
+
 
 def _stage_channels(image_size: int, channels: int) -> list[int]:
     if image_size < 8 or image_size & (image_size - 1):
@@ -22,23 +24,10 @@ def _stage_channels(image_size: int, channels: int) -> list[int]:
     return [channels * 2 ** min(i, 3) for i in range(stages)]
 
 
-def dcgan_init(net: nn.Module) -> nn.Module:
-    """The DCGAN paper's initialisation: conv weights N(0, 0.02), batch-norm scales N(1, 0.02)."""
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-    return net
-
-
 class DCGANGenerator(nn.Module):
     """Latent (B, d) -> 4x4 map -> transposed 4x4 stride-2 convs with BN-ReLU -> tanh image."""
 
-    def __init__(self, latent_dim: int, image_size: int, channels: int = 32):
+    def __init__(self, latent_dim: int, image_size: int, channels: int):
         super().__init__()
         self.hparams = {"latent_dim": latent_dim, "image_size": image_size, "channels": channels}
         chans = _stage_channels(image_size, channels)[::-1]
@@ -55,7 +44,7 @@ class DCGANGenerator(nn.Module):
                 nn.ReLU(inplace=True),
             ]
         layers += [nn.ConvTranspose2d(chans[-1], 1, 4, 2, 1), nn.Tanh()]
-        self.net = dcgan_init(nn.Sequential(*layers))
+        self.net = init_weights(nn.Sequential(*layers))  # the DCGAN paper's N(0, 0.02)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Params: z (B, d). Returns: (B, 1, S, S) in [-1, 1]."""
@@ -73,7 +62,7 @@ class DCGANDiscriminator(nn.Module):
             gradient penalty).
     """
 
-    def __init__(self, image_size: int, channels: int = 32, norm: str = "batch"):
+    def __init__(self, image_size: int, channels: int, norm: str = "batch"):
         super().__init__()
         if norm not in ("batch", "none"):
             raise ValueError(f"norm must be 'batch' or 'none', got {norm!r}")
@@ -88,13 +77,13 @@ class DCGANDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             c_in = c
         layers.append(nn.Conv2d(c_in, 1, 4, 1, 0))
-        self.net = dcgan_init(nn.Sequential(*layers))
+        self.net = init_weights(nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Params: x (B, 1, S, S). Returns: logits / critic values (B,)."""
         return self.net(x).flatten()
 
 
-def wgan_critic(image_size: int, channels: int = 32) -> DCGANDiscriminator:
+def wgan_critic(image_size: int, channels: int) -> DCGANDiscriminator:
     """The WGAN-GP critic: the DCGAN discriminator without batch norm."""
     return DCGANDiscriminator(image_size, channels, norm="none")

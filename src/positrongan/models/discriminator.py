@@ -56,7 +56,7 @@ class PatchDiscriminator(nn.Module):
         n_layers: strided layers (see :func:`depth_for`).
     """
 
-    def __init__(self, channels: int = 32, n_layers: int = 3):
+    def __init__(self, channels: int, n_layers: int):
         super().__init__()
         self.hparams = {"channels": channels, "n_layers": n_layers}
         specs = layer_specs(n_layers)

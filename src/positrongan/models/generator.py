@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from .memory import AttentionMemory
+
 
 class DenseLayer(nn.Module):
     """BN-ReLU-3x3 conv producing ``growth`` new channels, appended to its input."""
@@ -62,7 +64,7 @@ class DenseGenerator(nn.Module):
         layers: dense layers per block.
     """
 
-    def __init__(self, in_dim: int, image_size: int, channels: int = 64, growth: int = 16, layers: int = 3):
+    def __init__(self, in_dim: int, image_size: int, channels: int, growth: int, layers: int):
         super().__init__()
         if image_size < 8 or image_size & (image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
@@ -114,14 +116,12 @@ class MemoryGenerator(nn.Module):
         memory: torch.Tensor,
         noise_dim: int,
         image_size: int,
-        channels: int = 64,
-        growth: int = 16,
-        layers: int = 3,
+        channels: int,
+        growth: int,
+        layers: int,
         train_memory: bool = False,
     ):
         super().__init__()
-        from .memory import AttentionMemory
-
         self.attention = AttentionMemory(latent_dim, memory, trainable=train_memory)
         self.noise_dim = noise_dim
         self.latent_dim = latent_dim

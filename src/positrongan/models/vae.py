@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ArtifactError
+from ..io import load_torch
 
 SIZES = (32, 64, 128, 256)
 
@@ -38,7 +39,7 @@ class ConvVAE(nn.Module):
         base_channels: channels of the first encoder convolution (doubled per stage, capped at 8x).
     """
 
-    def __init__(self, image_size: int = 64, latent_dim: int = 64, base_channels: int = 32):
+    def __init__(self, image_size: int, latent_dim: int, base_channels: int):
         super().__init__()
         if image_size not in SIZES:
             raise ValueError(f"image_size must be one of {SIZES}, got {image_size}")
@@ -164,17 +165,8 @@ def encode_images(model: ConvVAE, images, batch_size: int = 64) -> tuple[torch.T
     return torch.cat(mus), torch.cat(logvars)
 
 
-def save_vae(model: ConvVAE, path: str | Path) -> None:
-    """Write ``{"state_dict", "hparams"}`` atomically (the contract's ``vae/model.pt``)."""
-    from ..io import atomic_path
-
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "hparams": dict(model.hparams)}, tmp)
-
-
 def load_vae(path: str | Path, device: str | torch.device = "cpu") -> ConvVAE:
-    """Read a model written by :func:`save_vae`, in eval mode on ``device``.
+    """Read ``vae/model.pt`` (written by the training loop: ``hparams`` and ``state_dict``), in eval mode on ``device``.
 
     Params:
         path: ``vae/model.pt``.
@@ -184,15 +176,7 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu") -> ConvVAE:
     Raises:
         ArtifactError: naming the file when it is missing, corrupt or not a VAE.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"{path}: file not found")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and runtime errors all mean "corrupt" here
-        raise ArtifactError(f"{path}: not a readable torch file ({exc})") from None
-    if not isinstance(blob, dict) or "state_dict" not in blob or "hparams" not in blob:
-        raise ArtifactError(f"{path}: not a VAE model file (expected keys 'state_dict' and 'hparams')")
+    blob = load_torch(path, required=("state_dict", "hparams"), what="VAE model file")
     try:
         model = ConvVAE(**blob["hparams"])
         model.load_state_dict(blob["state_dict"])

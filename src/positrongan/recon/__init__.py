@@ -1,4 +1,6 @@
 """Reconstruction: coincidences -> crystal pairs -> rebinned sinograms (``lors``), the ring's
 system model of exact line integrals (``projector``), attenuation factors (``attenuation``),
-MLEM/OSEM (``mlem``), and the outputs a person opens: DICOM series (``dicom``), PNG preview
+MLEM/OSEM (``mlem``); the fully 3D mode's on-the-fly projector of every oblique LOR
+(``projector3d``) and its OSEM with fan-sum randoms and geometric normalisation (``osem3d``);
+and the outputs a person opens: DICOM series (``dicom``), PNG preview
 (``preview``)."""

@@ -3,6 +3,11 @@
 The series is built in a temporary folder and renamed into place (``io.atomic_dir``). Values
 are stored as uint16 with a per-slice RescaleSlope, so a viewer shows the reconstructed values
 (arbitrary units proportional to activity concentration: Units = ``CNTS``).
+
+Only true attributes are written: ``CorrectedImage`` lists the corrections that were applied to
+this image (the recon npz's ``attenuation_corrected`` and ``randoms_corrected``), nothing else;
+decay, scatter and normalisation are not corrected and are not claimed. Every Type 1 attribute of
+the PET Image IOD's modules is present and non-empty; Type 2 ones are present (empty when unknown).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ def write_series(
     scan_id: str,
     description: str,
     uid_seed: int,
+    attenuation_corrected: bool,
+    randoms_corrected: bool,
 ) -> list[Path]:
     """Write ``volume`` [z, y, x] as a PET series.
 
@@ -36,6 +43,8 @@ def write_series(
         scan_id: patient name/id and series description prefix.
         description: series description (algorithm and iterations).
         uid_seed: makes the UIDs deterministic (same input, same files).
+        attenuation_corrected, randoms_corrected: the corrections applied to ``volume``; only
+            these are listed in CorrectedImage.
     Returns:
         Paths of the written files (in their final folder).
     """
@@ -52,12 +61,16 @@ def write_series(
     planes, rows, cols = volume.shape
     dz, dy, dx = (float(v) for v in voxel_mm)
     z0, y0, x0 = (float(v) for v in origin_mm)
+    corrected = [c for c, on in (("ATTN", attenuation_corrected), ("RAN", randoms_corrected)) if on]
     names = []
     out_dir = Path(out_dir)
+    # An empty plane takes the series' slope, not 1: ITK-based readers (SimpleITK, 3D Slicer) pick
+    # the series' pixel type from the first file, and a slope of 1 there reads every plane as integers.
+    series_top = float(np.clip(np.nan_to_num(volume.astype(np.float64)), 0, None).max()) if volume.size else 0.0
     with atomic_dir(out_dir) as tmp:
         for p in range(planes):
             sl = np.clip(np.nan_to_num(volume[p].astype(np.float64)), 0, None)
-            top = sl.max()
+            top = sl.max() if sl.max() > 0 else series_top
             # The slope is stored as a DICOM decimal string; scale by exactly the stored value.
             slope_text = f"{top / 65535.0:.9g}" if top > 0 else "1"
             slope = float(slope_text)
@@ -92,9 +105,24 @@ def write_series(
             ds.InstanceNumber = p + 1
             ds.ImageType = ["DERIVED", "PRIMARY"]
             ds.Units = "CNTS"
-            ds.CorrectedImage = ["ATTN", "RAN"]
+            ds.CountsSource = "EMISSION"
+            ds.CorrectedImage = corrected
+            if randoms_corrected:
+                ds.RandomsCorrectionMethod = "DLYD"
+            if attenuation_corrected:
+                ds.AttenuationCorrectionMethod = "known mu-map of the part at 511 keV"
             ds.DecayCorrection = "NONE"
             ds.SeriesType = ["STATIC", "IMAGE"]
+            ds.NumberOfSlices = planes
+            ds.ImageIndex = p + 1
+            ds.FrameReferenceTime = 0
+            ds.AcquisitionDate = date
+            ds.AcquisitionTime = tod
+            ds.ActualFrameDuration = None
+            ds.CollimatorType = "NONE"
+            ds.RadiopharmaceuticalInformationSequence = []
+            ds.PatientOrientationCodeSequence = []
+            ds.PatientGantryRelationshipCodeSequence = []
             ds.PositionReferenceIndicator = ""
             ds.PatientPosition = "HFS"
             ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geometry.phantom import DEFECT_LABELS
 from ..io import atomic_path
+
+OUTLINE_COLOURS = {"crack": "#00e5ff", "pit": "#76ff03", "blockage": "#ffffff", "bubble": "#2979ff"}
 
 
 def write_preview(
@@ -31,7 +34,8 @@ def write_preview(
         loglik: log-likelihood per iteration.
         title: figure title (scan id, algorithm, counts).
         truth: (planes, grid, grid) true activity, or None.
-        defects: (planes, grid, grid) defect labels, or None; the slices then cut the largest defect.
+        defects: (planes, grid, grid) defect labels, or None; the slices then cut the largest defect,
+            and the true outline of every defect in them is drawn over the reconstruction.
     """
     import matplotlib
 
@@ -63,6 +67,21 @@ def write_preview(
         ax.set_ylabel(ylabel)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
+    def outline(ax, labels, extent):
+        # The true defect boundaries over the image: what the inspector should find there.
+        if labels is None or not labels.any():
+            return
+        ny, nx = labels.shape
+        xs = np.linspace(extent[0], extent[1], nx + 1)
+        ys = np.linspace(extent[2], extent[3], ny + 1)
+        xc, yc_ = (xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2
+        for name, code in DEFECT_LABELS.items():
+            mask = labels == code
+            if mask.any():
+                ax.contour(xc, yc_, mask.astype(float), levels=[0.5], colors=[OUTLINE_COLOURS[name]], linewidths=0.9)
+                ax.plot([], [], color=OUTLINE_COLOURS[name], label=name)
+        ax.legend(loc="upper right", fontsize=6, framealpha=0.6)
+
     zmm = z0 + zc * dz
     ymm = y0 + yc * dy
     show(axes[0, 0], image[zc], ext_t, f"reconstruction, transverse z = {zmm:.1f} mm", "x [mm]", "y [mm]", vmax)
@@ -76,6 +95,9 @@ def write_preview(
         vmax,
         aspect="auto",
     )
+    if defects is not None:
+        outline(axes[0, 0], defects[zc], ext_t)
+        outline(axes[1, 0], defects[:, yc, :], ext_c)
     if truth is not None:
         show(axes[0, 1], truth[zc], ext_t, "true activity, same slice", "x [mm]", "y [mm]")
         show(axes[1, 1], truth[:, yc, :], ext_c, "true activity, same coronal slice", "x [mm]", "z [mm]", aspect="auto")

@@ -13,7 +13,10 @@ from ..io import load_npz, save_npz
 from .attenuation import attenuation_factors, randoms_estimate
 from .lors import has_tree, read_coincidences, rebin
 from .mlem import reconstruct
+from .osem3d import reconstruct_scan_3d
 from .projector import SystemModel
+from .projector3d import fov_geometry
+from .thinning import thin
 
 log = logging.getLogger(__name__)
 
@@ -70,61 +73,82 @@ def load_truth(path: str | Path, scanner: Scanner, recon_cfg: dict) -> dict[str,
 
 def reconstruct_scan(
     root: str | Path,
-    model: SystemModel,
+    model: SystemModel | None,
     scanner: Scanner,
     recon_cfg: dict,
     truth: dict[str, np.ndarray] | None,
     device,
+    fraction: float = 1.0,
+    thin_seed: int = 0,
 ) -> dict:
-    """Coincidences -> sinograms -> MLEM/OSEM image, with the corrections the config asks for.
+    """Coincidences -> MLEM/OSEM image, with the corrections the config asks for: rebinned 2D
+    sinograms (``reconstruction.mode: 2d``) or the fully 3D sinogram of every oblique LOR
+    (``3d``, ``recon/osem3d.py``).
 
     Params:
         root: ROOT file with a ``Coincidences`` tree (and optionally ``Delayed``).
-        model: system model of this geometry and grid.
+        model: system model of this geometry and grid (2d mode; None in 3d mode).
         scanner: geometry.
         recon_cfg: the ``reconstruction`` section.
         truth: truth maps (``mu`` needed for attenuation correction), or None.
         device: torch device.
+        fraction: keep each prompt and delayed event with this probability (a short-scan twin:
+            ``recon/thinning.py``); 1 uses every event.
+        thin_seed: seed of the thinning.
     Returns:
         The arrays of ``recon/{scan}.npz`` (docs/contract.md) as a dict.
     Raises:
         ArtifactError: unreadable input; ConfigError: attenuation correction without a mu-map.
     """
-    maxrd = recon_cfg["max_ring_difference"]
-    c1, c2 = read_coincidences(root, scanner, "Coincidences")
-    sino, stats = rebin(c1, c2, scanner, model.geometry, maxrd)
+    thin_rng = np.random.default_rng(thin_seed)
+    c1, c2 = thin(read_coincidences(root, scanner, "Coincidences"), fraction, thin_rng)
+    delayed = None
+    if has_tree(root, "Delayed"):
+        delayed = thin(read_coincidences(root, scanner, "Delayed"), fraction, thin_rng)
+    if recon_cfg["attenuation_correction"] and truth is None:
+        raise ConfigError(
+            "config key 'reconstruction.attenuation_correction' is true but no truth mu-map was given (--truth)"
+        )
+    if recon_cfg["randoms_correction"] and delayed is None:
+        log.warning("%s has no Delayed tree: no randoms correction", root)
+    three_d = recon_cfg["mode"] == "3d"
+    # The rebinned sinogram is an output in both modes (preview, dataset counts); in 3d mode it
+    # holds every ring difference and exactly the LORs of the 3D sinogram.
+    if three_d:
+        geom, maxrd = fov_geometry(scanner, recon_cfg["fov_mm"], recon_cfg["doi_mm"]), None
+    else:
+        geom, maxrd = model.geometry, recon_cfg["max_ring_difference"]
+    sino, stats = rebin(c1, c2, scanner, geom, maxrd)
     log.info("prompts: %s", stats)
     if stats["kept"] == 0:
-        raise ArtifactError(f"{root}: none of its {stats['input']} coincidences falls in the field of view")
+        if fraction == 1:
+            raise ArtifactError(f"{root}: none of its {stats['input']} coincidences falls in the field of view")
+        # A short-scan twin of a sparse scan may keep no event: its honest image is empty.
+        log.warning("%s thinned to %g keeps no prompt in the field of view: the image is empty", root, fraction)
     delayed_sino = None
-    randoms = None
     n_delayed = 0
-    if has_tree(root, "Delayed"):
-        d1, d2 = read_coincidences(root, scanner, "Delayed")
-        delayed_sino, dstats = rebin(d1, d2, scanner, model.geometry, maxrd)
+    if delayed is not None:
+        delayed_sino, dstats = rebin(*delayed, scanner, geom, maxrd)
         n_delayed = dstats["kept"]
         log.info("delayed: %s", dstats)
-    if recon_cfg["randoms_correction"]:
-        if delayed_sino is not None:
+    mu = truth["mu"].astype(np.float32) if recon_cfg["attenuation_correction"] else None
+    if three_d:
+        result, info = reconstruct_scan_3d(c1, c2, delayed, scanner, recon_cfg, mu, device)
+        subsets, corrected = info["subsets"], (info["attenuation"], info["randoms"])
+    else:
+        randoms = None
+        if recon_cfg["randoms_correction"] and delayed_sino is not None:
             randoms = randoms_estimate(delayed_sino, RANDOMS_SMOOTHING)
-        else:
-            log.warning("%s has no Delayed tree: no randoms correction", root)
-    atten = None
-    if recon_cfg["attenuation_correction"]:
-        if truth is None:
-            raise ConfigError(
-                "config key 'reconstruction.attenuation_correction' is true but no truth mu-map was given (--truth)"
-            )
-        atten = attenuation_factors(model, truth["mu"].astype(np.float32))
-        log.info("attenuation factors: min %.3f, mean %.3f", atten.min(), atten.mean())
-    subsets = recon_cfg["subsets"] if recon_cfg["algorithm"] == "osem" else 1
-    if subsets > model.geometry.n_views:
-        raise ConfigError(
-            f"config key 'reconstruction.subsets' = {subsets}: at most {model.geometry.n_views} (the number of views)"
+        atten = None
+        if mu is not None:
+            atten = attenuation_factors(model, mu)
+            log.info("attenuation factors: min %.3f, mean %.3f", atten.min(), atten.mean())
+        # subsets <= views is a config rule (config.py), checked before any job runs.
+        subsets = recon_cfg["subsets"] if recon_cfg["algorithm"] == "osem" else 1
+        result = reconstruct(
+            model, sino, recon_cfg["iterations"], subsets, attenuation=atten, randoms=randoms, device=device
         )
-    result = reconstruct(
-        model, sino, recon_cfg["iterations"], subsets, attenuation=atten, randoms=randoms, device=device
-    )
+        corrected = (atten is not None, randoms is not None)
     voxel, origin = grid_geometry(scanner, recon_cfg)
     image = postfilter(result.image, voxel, recon_cfg["postfilter_fwhm_mm"])
     out = {
@@ -135,15 +159,19 @@ def reconstruct_scan(
         "origin_mm": origin,
         "loglik": result.loglik,
         "algorithm": np.array(recon_cfg["algorithm"]),
+        "mode": np.array(recon_cfg["mode"]),
         "iterations": np.int64(recon_cfg["iterations"]),
         "subsets": np.int64(subsets),
         "prompts": np.int64(stats["kept"]),
         "delayed": np.int64(n_delayed),
+        "prompts_read": np.int64(stats["input"]),
+        "prompts_used_fraction": np.float64(stats["kept"] / stats["input"] if stats["input"] else 0.0),
         "sinogram": sino,
-        "attenuation_corrected": np.bool_(atten is not None),
-        "randoms_corrected": np.bool_(randoms is not None),
+        "attenuation_corrected": np.bool_(corrected[0]),
+        "randoms_corrected": np.bool_(corrected[1]),
         "seconds": np.float64(result.seconds),
         "rebin_stats": stats,
+        "count_fraction": np.float64(fraction),
     }
     if delayed_sino is not None:
         out["delayed_sinogram"] = delayed_sino

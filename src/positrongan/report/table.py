@@ -7,9 +7,12 @@ import math
 
 import pandas as pd
 
-# Paper's Table 1 row order, then anything else, then the real reference row.
-ORDER = ["vae", "dcgan", "wgan_gp", "ours"]
-NAMES = {"vae": "VAE", "dcgan": "DCGAN", "wgan_gp": "WGAN-GP", "ours": "Ours", "real": "Real (held-out test)"}
+from ..train.registry import METHODS
+
+# Row order and names come from the method registry (the paper's Table 1 order), then the
+# real reference row.
+ORDER = list(METHODS)
+NAMES = {name: spec.label for name, spec in METHODS.items()} | {"real": "Real (held-out test)"}
 PAPER = "MS-SSIM: VAE 0.0485, DCGAN 0.0522, WGAN 0.0567, Ours 0.0694; FID: DCGAN 15.2, WGAN 27.5, Ours 52.8"
 
 COLUMNS = [
@@ -55,6 +58,12 @@ def _row(row: pd.Series) -> list[str]:
     ]
 
 
+def order(methods: list[str]) -> list[str]:
+    """``methods`` in the table's row order: registered methods first, then any other, then ``real``."""
+    known = [m for m in ORDER if m in methods]
+    return known + [m for m in methods if m not in ORDER and m != "real"] + (["real"] if "real" in methods else [])
+
+
 def render(df: pd.DataFrame, meta: dict) -> str:
     """The Markdown table and its notes.
 
@@ -66,10 +75,7 @@ def render(df: pd.DataFrame, meta: dict) -> str:
         Markdown text.
     """
     methods = list(df["method"])
-    order = [m for m in ORDER if m in methods] + [m for m in methods if m not in ORDER and m != "real"]
-    if "real" in methods:
-        order.append("real")
-    rows = [_row(df[df["method"] == m].iloc[0]) for m in order]
+    rows = [_row(df[df["method"] == m].iloc[0]) for m in order(methods)]
     lines = [
         "# Evaluation: generated vs held-out real positron images",
         "",

@@ -23,6 +23,10 @@ does not grow with the number of decays. One chunk:
    time blur (FWHM ``time_resolution_ps``, per single), energy window.
 
 No pile-up and no dead time are modelled.
+
+This numpy implementation is the reference (``simulation.kernel: numpy``, :data:`NumpyEngine`);
+the default, :class:`.fast_numba.NumbaEngine`, compiles the same physics with numba and is
+tested against it.
 """
 
 from __future__ import annotations
@@ -402,6 +406,9 @@ class FastEngine:
             "SourcePosition_Y": sp[:, 1],
             "SourcePosition_Z": sp[:, 2],
         }
+
+
+NumpyEngine = FastEngine  # the name ``simulation.kernel: numpy`` refers to
 
 
 # ---- ray geometry (vectorised) ------------------------------------------------------------------

@@ -317,12 +317,9 @@ def run_gate(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) 
     from ..coincidences import StreamSorter
     from .rootio import open_writer
 
-    from .scan import check_digitizer
-
     import_opengate(require_data=True)
     scanner = Scanner.from_config(cfg["scanner"])
     dig = cfg["digitizer"]
-    check_digitizer(dig)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"gate_{scan}_", dir=Path(root_path).parent) as tmp:
         sim, out, tree = build_simulation(cfg, scan, tube, tmp)
@@ -346,10 +343,19 @@ def run_gate(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) 
             "SourcePosition_Z": g["EventPosition_Z"].astype(np.float32),
         }
     delayed = dig["delayed_window"]
+    sim_cfg = cfg["simulation"]
     sorter = StreamSorter(
-        dig["coincidence_window_ns"], dig["multiples_policy"], dig["delayed_offset_ns"] if delayed else None
+        dig["coincidence_window_ns"],
+        dig["multiples_policy"],
+        dig["delayed_offset_ns"] if delayed else None,
+        keep_singles=sim_cfg["write_singles"],
     )
-    with open_writer(root_path, delayed) as writer:
+    with open_writer(
+        root_path,
+        delayed,
+        write_singles=sim_cfg["write_singles"],
+        volume_id_branches=sim_cfg["write_volume_ids"],
+    ) as writer:
         writer.add(*sorter.push(singles, known_until=None))
     s = sorter.stats
     seconds = time.perf_counter() - t0

@@ -3,6 +3,8 @@
 Trees (docs/contract.md): ``Singles`` with GATE's branch names and units (ns, MeV, mm) plus
 ``CrystalID`` and truth branches; ``Coincidences`` with every Singles branch suffixed 1 and 2
 (opengate's sorter convention); ``Delayed`` with the same schema when the delayed window is on.
+``Singles`` is written only with ``simulation.write_singles`` (GATE users often keep only the
+coincidences; the reconstruction and the short-scan thinning read only the coincidence trees).
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ SINGLES_BRANCHES: dict[str, object] = {
 }
 
 
-def pair_branches() -> dict[str, object]:
-    """Branch types of the Coincidences / Delayed trees."""
+def pair_branches(singles: Mapping[str, object] | None = None) -> dict[str, object]:
+    """Branch types of the Coincidences / Delayed trees (of ``singles``, default the full schema)."""
     out: dict[str, object] = {}
-    for name, typ in SINGLES_BRANCHES.items():
+    for name, typ in (SINGLES_BRANCHES if singles is None else singles).items():
         out[name + "1"] = typ
         out[name + "2"] = typ
     return out
@@ -71,13 +73,52 @@ def string_column(values: np.ndarray):
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), content, parameters={"__array__": "string"}))
 
 
-class RootWriter:
-    """Append-only writer of the three trees; the file appears only when closed without error.
+def volume_id_table(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Byte rows and lengths of the volume id of every CrystalID (for :func:`string_column_from_ids`).
 
-    Use :func:`open_writer` (a context manager).
+    Params:
+        ids: fixed-width bytes array (n_crystals,), NUL-padded, the id string of each CrystalID.
+    Returns:
+        (raw (n_crystals, width) uint8, lengths (n_crystals,) int64).
+    """
+    arr = np.ascontiguousarray(np.asarray(ids, dtype="S"))
+    width = max(arr.dtype.itemsize, 1)
+    raw = arr.view(np.uint8).reshape(arr.size, width)
+    return raw, (raw != 0).sum(axis=1).astype(np.int64)
+
+
+def string_column_from_ids(crystal: np.ndarray, table: tuple[np.ndarray, np.ndarray]):
+    """The awkward string column of the volume ids of ``crystal`` (CrystalIDs), from a
+    :func:`volume_id_table`, without materialising one Python or numpy string per entry."""
+    import awkward as ak
+
+    raw, lengths = table
+    crystal = np.asarray(crystal, dtype=np.int64)
+    offsets = np.zeros(crystal.size + 1, np.int64)
+    np.cumsum(lengths.take(crystal), out=offsets[1:])
+    rows = raw.take(crystal, axis=0)
+    content = rows[rows != 0] if crystal.size else np.zeros(0, np.uint8)
+    content = ak.contents.NumpyArray(content, parameters={"__array__": "char"})
+    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), content, parameters={"__array__": "string"}))
+
+
+class RootWriter:
+    """Append-only writer of the trees; the file appears only when closed without error.
+
+    Use :func:`open_writer` (a context manager). A string branch (``PreStepUniqueVolumeID``)
+    missing from the columns is derived from the matching ``CrystalID`` branch through
+    ``volume_ids`` (the id string of every CrystalID), so engines need not carry strings.
+    With ``volume_id_branches`` False the string branches are not written at all.
     """
 
-    def __init__(self, file, delayed: bool):
+    def __init__(
+        self,
+        file,
+        delayed: bool,
+        write_singles: bool = True,
+        volume_ids: np.ndarray | None = None,
+        volume_id_branches: bool = True,
+    ):
         import awkward as ak
 
         # The string type parsed once: uproot would parse the datashape "string" for every string
@@ -88,18 +129,31 @@ class RootWriter:
             return {k: (string if t == "string" else t) for k, t in schema.items()}
 
         self.file = file
-        self.file.mktree("Singles", spec(SINGLES_BRANCHES), title="Singles (fast engine, GATE schema)")
-        self.file.mktree("Coincidences", spec(pair_branches()), title="Prompt coincidences")
+        self.write_singles = write_singles
+        self.id_table = volume_id_table(volume_ids) if volume_ids is not None else None
+        self.singles_schema = {
+            k: t for k, t in SINGLES_BRANCHES.items() if volume_id_branches or k != "PreStepUniqueVolumeID"
+        }
+        self.pair_schema = pair_branches(self.singles_schema)
+        if write_singles:
+            self.file.mktree("Singles", spec(self.singles_schema), title="Singles (fast engine, GATE schema)")
+        self.file.mktree("Coincidences", spec(self.pair_schema), title="Prompt coincidences")
         self.delayed = delayed
         if delayed:
-            self.file.mktree("Delayed", spec(pair_branches()), title="Delayed-window coincidences")
+            self.file.mktree("Delayed", spec(self.pair_schema), title="Delayed-window coincidences")
 
-    @staticmethod
-    def _typed(columns: Mapping[str, np.ndarray], schema: Mapping[str, object]) -> dict:
+    def _typed(self, columns: Mapping[str, np.ndarray], schema: Mapping[str, object]) -> dict:
         out = {}
         for name, typ in schema.items():
-            col = columns[name]
-            out[name] = string_column(col) if typ == "string" else np.ascontiguousarray(col, dtype=typ)
+            if typ != "string":
+                out[name] = np.ascontiguousarray(columns[name], dtype=typ)
+            elif name in columns:
+                out[name] = string_column(columns[name])
+            else:
+                crystal = columns[name.replace("PreStepUniqueVolumeID", "CrystalID")]
+                if self.id_table is None:
+                    raise ValueError(f"column {name} is missing and no volume_ids were given to derive it")
+                out[name] = string_column_from_ids(crystal, self.id_table)
         return out
 
     def add(
@@ -108,17 +162,25 @@ class RootWriter:
         prompts: Mapping[str, np.ndarray],
         delayed: Mapping[str, np.ndarray] | None,
     ) -> None:
-        """Append one batch to each tree (empty batches are skipped)."""
-        if len(singles["EventID"]):
-            self.file["Singles"].extend(self._typed(singles, SINGLES_BRANCHES))
+        """Append one batch to each tree (empty batches are skipped; singles are ignored, and may
+        be None, when the writer was made with ``write_singles=False``)."""
+        if self.write_singles and singles is not None and len(singles["EventID"]):
+            self.file["Singles"].extend(self._typed(singles, self.singles_schema))
         if len(prompts["EventID1"]):
-            self.file["Coincidences"].extend(self._typed(prompts, pair_branches()))
+            self.file["Coincidences"].extend(self._typed(prompts, self.pair_schema))
         if self.delayed and delayed is not None and len(delayed["EventID1"]):
-            self.file["Delayed"].extend(self._typed(delayed, pair_branches()))
+            self.file["Delayed"].extend(self._typed(delayed, self.pair_schema))
 
 
 @contextlib.contextmanager
-def open_writer(path: str | Path, delayed: bool, compression_level: int = 1) -> Iterator[RootWriter]:
+def open_writer(
+    path: str | Path,
+    delayed: bool,
+    compression_level: int = 1,
+    write_singles: bool = True,
+    volume_ids: np.ndarray | None = None,
+    volume_id_branches: bool = True,
+) -> Iterator[RootWriter]:
     """Write ``path`` atomically through a :class:`RootWriter`.
 
     Params:
@@ -126,13 +188,19 @@ def open_writer(path: str | Path, delayed: bool, compression_level: int = 1) -> 
         delayed: create the ``Delayed`` tree.
         compression_level: ZSTD level (0: none). ZSTD 1 is ~4x faster than ZLIB 1 for the same
             size; ROOT >= 6.20 reads it, and uproot through cramjam (one of its dependencies).
+        write_singles: create and fill the ``Singles`` tree.
+        volume_ids: id string of every CrystalID, to derive ``PreStepUniqueVolumeID`` columns
+            that the engine did not produce.
+        volume_id_branches: write the ``PreStepUniqueVolumeID`` string branches.
     """
     import uproot
 
     with atomic_path(path) as tmp:
         compression = uproot.ZSTD(compression_level) if compression_level > 0 else None
         with uproot.recreate(tmp, compression=compression) as f:
-            yield RootWriter(f, delayed)
+            yield RootWriter(
+                f, delayed, write_singles=write_singles, volume_ids=volume_ids, volume_id_branches=volume_id_branches
+            )
 
 
 @contextlib.contextmanager

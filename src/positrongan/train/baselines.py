@@ -14,12 +14,13 @@ import logging
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from ..models.baselines import DCGANDiscriminator, DCGANGenerator, wgan_critic
 from ..models.vae import ConvVAE, vae_loss
-from .gan import autocast_for
-from .loop import Trainer
+from .latents import prior
+from .loop import Trainer, autocast_for
+from .losses import gan_loss, gradient_penalty
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,14 @@ class VAETrainer(Trainer):
         self.opts = {"G": torch.optim.Adam(self.G.parameters(), lr=tcfg["lr"], betas=(tcfg["beta1"], tcfg["beta2"]))}
         self.autocast = autocast_for(device, tcfg["amp"])
         log.info("vae baseline: %d parameters", _count(self.G))
+
+    @staticmethod
+    def network(hparams: dict) -> nn.Module:
+        return ConvVAE(**hparams)
+
+    @staticmethod
+    def draw(net: nn.Module, n: int, generator: torch.Generator, z: torch.Tensor | None = None) -> torch.Tensor:
+        return net.decode(prior(n, net.latent_dim, next(net.parameters()).device, generator))
 
     def step(self, real: torch.Tensor) -> dict[str, float]:
         with self.autocast():
@@ -76,6 +85,14 @@ class _GANTrainer(Trainer):
         self.autocast = autocast_for(device, tcfg["amp"])
         log.info("%s baseline: G %d parameters, D %d parameters", self.method, _count(self.G), _count(self.D))
 
+    @staticmethod
+    def network(hparams: dict) -> nn.Module:
+        return DCGANGenerator(**hparams)
+
+    @staticmethod
+    def draw(net: nn.Module, n: int, generator: torch.Generator, z: torch.Tensor | None = None) -> torch.Tensor:
+        return net(prior(n, net.latent_dim, next(net.parameters()).device, generator))
+
     def _z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
 
@@ -99,31 +116,18 @@ class DCGANTrainer(_GANTrainer):
 
     def step(self, real: torch.Tensor) -> dict[str, float]:
         n = real.shape[0]
-        ones = torch.ones(n, device=self.device)
         with self.autocast():
             fake = self.G(self._z(n))
-            d_real = self.D(real).float()
-            d_fake = self.D(fake.detach()).float()
-            loss_d = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(
-                d_fake, torch.zeros_like(ones)
-            )
+            loss_d = gan_loss(self.D(real), True) + gan_loss(self.D(fake.detach()), False)
         self.opts["D"].zero_grad(set_to_none=True)
         loss_d.backward()
         self.opts["D"].step()
         with self.autocast():
-            loss_g = F.binary_cross_entropy_with_logits(self.D(fake).float(), ones)
+            loss_g = gan_loss(self.D(fake), True)
         self.opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self.opts["G"].step()
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
-
-
-def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP penalty E[(||grad_x critic(x_hat)||_2 - 1)^2] on random interpolates x_hat."""
-    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat).float().sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
 class WGANGPTrainer(_GANTrainer):
@@ -134,6 +138,12 @@ class WGANGPTrainer(_GANTrainer):
         self.n_critic = tcfg["n_critic"]
         self.gp_weight = tcfg["gp_weight"]
 
+    @classmethod
+    def build(cls, images, tcfg, device, memory=None, latents=None) -> WGANGPTrainer:
+        trainer = cls(images.shape[-1], tcfg, device)
+        trainer.set_pool(images)
+        return trainer
+
     def step(self, real: torch.Tensor) -> dict[str, float]:
         n = real.shape[0]
         # The loop hands one real batch; the other critic updates draw their own, from the
@@ -143,14 +153,15 @@ class WGANGPTrainer(_GANTrainer):
             batch = real if i == 0 else pool[torch.randint(pool.shape[0], (n,), device=self.device)]
             with self.autocast():
                 fake = self.G(self._z(n)).detach()
-                w_dist = self.D(batch).float().mean() - self.D(fake).float().mean()
+                d_real, d_fake = self.D(batch), self.D(fake)
                 gp = gradient_penalty(self.D, batch, fake)
-                loss_d = -w_dist + self.gp_weight * gp
+                loss_d = gan_loss(d_real, True, "wgangp") + gan_loss(d_fake, False, "wgangp") + self.gp_weight * gp
+            w_dist = d_real.float().mean() - d_fake.float().mean()
             self.opts["D"].zero_grad(set_to_none=True)
             loss_d.backward()
             self.opts["D"].step()
         with self.autocast():
-            loss_g = -self.D(self.G(self._z(n))).float().mean()
+            loss_g = gan_loss(self.D(self.G(self._z(n))), True, "wgangp")
         self.opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self.opts["G"].step()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import ArtifactError, PositronganError
-from ..io import atomic_path
+from ..io import atomic_path, load_torch
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,27 @@ class TrainingError(PositronganError):
     """Training cannot continue (e.g. a non-finite loss); the message names the checkpoint kept."""
 
 
-def fingerprint(method: str, train_cfg: dict, *arrays: np.ndarray) -> str:
-    """A hash of the method, the options a step depends on and the training data."""
+def fingerprint(
+    method: str,
+    train_cfg: dict,
+    *arrays: np.ndarray,
+    seed: int | None = None,
+    resumable: tuple[str, ...] = RESUMABLE_KEYS,
+) -> str:
+    """A hash of the method, the seed, the options a step depends on and the training data.
+
+    Params:
+        method: the method name.
+        train_cfg: its config section; the keys in ``resumable`` are left out.
+        arrays: the data the run depends on.
+        seed: the run's seed (another seed is another run).
+        resumable: keys that do not change what a step computes.
+    Returns:
+        A hex digest.
+    """
     h = hashlib.sha256()
-    opts = {k: v for k, v in train_cfg.items() if k not in RESUMABLE_KEYS}
-    h.update(json.dumps([method, opts], sort_keys=True).encode())
+    opts = {k: v for k, v in train_cfg.items() if k not in resumable}
+    h.update(json.dumps([method, opts, seed], sort_keys=True).encode())
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(str((a.shape, a.dtype.str)).encode())
@@ -44,7 +60,7 @@ def fingerprint(method: str, train_cfg: dict, *arrays: np.ndarray) -> str:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (an interrupted write leaves the previous one)."""
+    """Write a checkpoint (or generator.pt) atomically: an interrupted write leaves the previous one."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -56,7 +72,8 @@ def load_checkpoint(path: str | Path, expected_fingerprint: str) -> dict[str, An
         path: the checkpoint file.
         expected_fingerprint: :func:`fingerprint` of the run about to start.
     Returns:
-        The state dict, or None (logged) when absent or from a different configuration.
+        The state dict, or None (logged) when absent, from a different configuration, or from a
+        version of this package whose checkpoints had no fingerprint.
     Raises:
         ArtifactError: the file exists but cannot be read.
     """
@@ -64,14 +81,10 @@ def load_checkpoint(path: str | Path, expected_fingerprint: str) -> dict[str, An
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- zip, pickle and runtime errors all mean "corrupt" here
-        raise ArtifactError(
-            f"{path}: not a readable checkpoint ({exc}); delete it to start training from scratch"
-        ) from None
-    if not isinstance(state, dict) or "step" not in state or "fingerprint" not in state:
-        raise ArtifactError(f"{path}: not a training checkpoint; delete it to start training from scratch")
-    if state["fingerprint"] != expected_fingerprint:
-        log.info("%s is from a different configuration or data set: starting from scratch", path)
+        state = load_torch(path, required=("step",), what="training checkpoint")
+    except ArtifactError as exc:
+        raise ArtifactError(f"{exc}; delete it to start training from scratch") from None
+    if state.get("fingerprint") != expected_fingerprint:
+        log.info("%s is from a different configuration, seed or data set: starting from scratch", path)
         return None
     return state

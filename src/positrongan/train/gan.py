@@ -10,45 +10,20 @@ encoder) share one Adam optimiser; D has its own; both lr 2e-4, beta1 0.5 (paper
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models.diffaugment import diff_augment
 from ..models.discriminator import PatchDiscriminator, depth_for
 from ..models.generator import MemoryGenerator
 from .ema import EMA
-from .latents import CTEncoderLatents
-from .loop import Trainer
+from .latents import CTEncoderLatents, prior
+from .loop import Trainer, autocast_for
+from .losses import apg_loss, gan_loss
 
 log = logging.getLogger(__name__)
-
-
-def apg_loss(real_feats: list[torch.Tensor], fake_feats: list[torch.Tensor]) -> torch.Tensor:
-    """L_APG (eq. 9): sum over layers of the L1 distance of batch-mean features over W_i.
-
-    Params:
-        real_feats, fake_feats: per-layer discriminator outputs (B, C, H, W) of the same shapes.
-    Returns:
-        A scalar; zero when the two batches have the same mean features.
-    """
-    total = real_feats[0].new_zeros(())
-    for r, f in zip(real_feats, fake_feats):
-        total = total + (r.float().mean(0) - f.float().mean(0)).abs().sum() / r[0].numel()
-    return total
-
-
-def autocast_for(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when asked and supported (no loss scaling needed); else nothing."""
-    if enabled and device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            log.info("mixed precision: bf16 autocast on %s", device)
-            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-        log.info("mixed precision off: this GPU has no bf16 support")
-    return nullcontext
 
 
 class OursTrainer(Trainer):
@@ -104,6 +79,22 @@ class OursTrainer(Trainer):
         options += [("encoder", tcfg["train_encoder"]), ("memory", tcfg["train_memory"])]
         self.variant = "+".join(["ours"] + [name for name, on in options if on])
 
+    @classmethod
+    def build(cls, images, tcfg, device, memory=None, latents=None) -> OursTrainer:
+        return cls(latents, memory, images.shape[-1], tcfg, device)
+
+    @staticmethod
+    def network(hparams: dict) -> nn.Module:
+        return MemoryGenerator.from_hparams(hparams)
+
+    @staticmethod
+    def draw(net: nn.Module, n: int, generator: torch.Generator, z: torch.Tensor | None = None) -> torch.Tensor:
+        device = next(net.parameters()).device
+        if z is None:
+            z = prior(n, net.latent_dim, device, generator)
+        noise = torch.randn(n, net.noise_dim, generator=generator, device=device) if net.noise_dim else None
+        return net(z, noise)
+
     def _aug(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x) if self.augment else x
 
@@ -119,10 +110,7 @@ class OursTrainer(Trainer):
             # Discriminator: real -> 1, generated -> 0 on the mean patch logit.
             d_real = self.D(self._aug(real))
             d_fake = self.D(self._aug(fake.detach()))
-            loss_d = F.binary_cross_entropy_with_logits(d_real.float(), torch.ones_like(d_real, dtype=torch.float32))
-            loss_d = loss_d + F.binary_cross_entropy_with_logits(
-                d_fake.float(), torch.zeros_like(d_fake, dtype=torch.float32)
-            )
+            loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
         self.opts["D"].zero_grad(set_to_none=True)
         loss_d.backward()
         self.opts["D"].step()
@@ -131,7 +119,7 @@ class OursTrainer(Trainer):
             with torch.no_grad():
                 _, real_feats = self.D(self._aug(real), features=True)
             logits, fake_feats = self.D(self._aug(fake), features=True)
-            loss_gan = F.binary_cross_entropy_with_logits(logits.float(), torch.ones_like(logits, dtype=torch.float32))
+            loss_gan = gan_loss(logits, True)
             loss_apg = apg_loss(real_feats, fake_feats)
             loss_g = loss_gan + self.lambda_apg * loss_apg
         self.opts["G"].zero_grad(set_to_none=True)

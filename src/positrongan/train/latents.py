@@ -1,9 +1,16 @@
-"""Where the generator's query z comes from: the CT VAE's latents or the prior N(0, I)."""
+"""Where the generator's query z comes from: the CT VAE's latents or the prior N(0, I); and the
+reader and writer of the latents artifact (``vae/latents.npz``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
+
+from ..errors import ArtifactError
+from ..io import load_npz, save_npz
 
 
 class CTLatents(nn.Module):
@@ -66,3 +73,23 @@ class CTEncoderLatents(nn.Module):
 def prior(n: int, dim: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     """z ~ N(0, I), the VAE's prior."""
     return torch.randn(n, dim, generator=generator, device=device)
+
+
+def save_latents(path: str | Path, mu: np.ndarray, logvar: np.ndarray, names: list[str]) -> None:
+    """Write ``vae/latents.npz``: ``mu`` and ``logvar`` (N, d) float32 and the slice ``names``."""
+    save_npz(path, mu=np.asarray(mu, np.float32), logvar=np.asarray(logvar, np.float32), names=np.array(names))
+
+
+def load_latents(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, logvar), each (N, d) float32, from ``vae/latents.npz``.
+
+    Raises:
+        ArtifactError: naming the file, when it is missing, malformed or not finite.
+    """
+    data = load_npz(path, required=("mu", "logvar"))
+    mu, logvar = data["mu"].astype(np.float32), data["logvar"].astype(np.float32)
+    if mu.ndim != 2 or mu.shape != logvar.shape or len(mu) == 0:
+        raise ArtifactError(f"{path}: 'mu' and 'logvar' must be non-empty (N, d) arrays of one shape")
+    if not (np.isfinite(mu).all() and np.isfinite(logvar).all()):
+        raise ArtifactError(f"{path}: non-finite latents")
+    return mu, logvar

@@ -1,10 +1,11 @@
-"""The training loop shared by every method: budget, seeding, checkpoints and resume,
-non-finite loss guard, loss log, sample grids and wall-clock time.
+"""The training loop shared by every method, the CT VAE included: budget, seeding,
+checkpoints and resume, non-finite loss guard, loss log, sample grids and wall-clock time.
 
 A method is a :class:`Trainer`: its networks and optimisers by name, ``step(real)`` (one
 generator update, including whatever discriminator/critic updates precede it) and
 ``sample(n, generator)``. The loop owns everything else, so the budget (``iterations``
-generator updates) and the bookkeeping are the same for every method.
+generator updates) and the bookkeeping are the same for every method. Methods are listed
+once, in :mod:`positrongan.train.registry`.
 """
 
 from __future__ import annotations
@@ -21,22 +22,64 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from ..io import write_text
-from .checkpoint import TrainingError, fingerprint, load_checkpoint, save_checkpoint
+from ..io import atomic_path, write_text
+from ..runtime import progress
+from .checkpoint import RESUMABLE_KEYS, TrainingError, fingerprint, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
 
+def autocast_for(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when asked and supported (no loss scaling needed); else nothing."""
+    if enabled and device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            log.info("mixed precision: bf16 autocast on %s", device)
+            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        log.info("mixed precision off: this GPU has no bf16 support")
+    return nullcontext
+
+
 class Trainer:
     """One method's networks and update rule. Subclasses set ``nets``, ``opts`` and
-    implement :meth:`step`, :meth:`sample` and :meth:`export`."""
+    implement :meth:`step`, :meth:`sample`, :meth:`export`, and for sampling from
+    ``generator.pt`` :meth:`network` and :meth:`draw`. Registered in
+    :mod:`positrongan.train.registry`."""
 
     method: str = ""
     nets: dict[str, nn.Module]
     opts: dict[str, torch.optim.Optimizer]
     autocast = staticmethod(nullcontext)
+    # Config keys that do not change what a step computes: a run may resume under new values.
+    resumable: tuple[str, ...] = RESUMABLE_KEYS
+
+    @classmethod
+    def build(
+        cls,
+        images: torch.Tensor,
+        tcfg: dict,
+        device: torch.device,
+        memory: torch.Tensor | None = None,
+        latents: nn.Module | None = None,
+    ) -> Trainer:
+        """The trainer for ``images`` (N, 1, S, S) under the ``training`` section ``tcfg``.
+        ``memory`` and ``latents`` are given to the methods that declare ``memory`` in the
+        registry. Seed torch before calling: it initialises the networks."""
+        return cls(images.shape[-1], tcfg, device)
+
+    @staticmethod
+    def network(hparams: dict) -> nn.Module:
+        """The network that :meth:`export` wrote, rebuilt from its ``hparams`` (no weights)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def draw(net: nn.Module, n: int, generator: torch.Generator, z: torch.Tensor | None = None) -> torch.Tensor:
+        """n images (n, 1, S, S) in [-1, 1] from the exported network ``net`` (eval mode),
+        every random number from ``generator``; ``z``: queries from the CT latents, for the
+        methods with a memory (None: the prior N(0, I))."""
+        raise NotImplementedError
 
     def step(self, real: torch.Tensor) -> dict[str, float]:
         """One generator update on a real batch (B, 1, S, S) in [-1, 1]. Returns named losses."""
@@ -49,6 +92,15 @@ class Trainer:
     def export(self) -> dict[str, Any]:
         """What generator.pt holds besides the bookkeeping: ``hparams`` and ``state_dict``."""
         raise NotImplementedError
+
+    def batch(self, images: torch.Tensor, size: int, step: int) -> torch.Tensor:
+        """The real batch of update ``step`` (0-based): ``size`` images drawn with replacement
+        from torch's (checkpointed) RNG."""
+        return images[torch.randint(images.shape[0], (size,), device=images.device)]
+
+    def write_grid(self, path: Path, generator: torch.Generator) -> None:
+        """The PNG written every ``sample_every`` updates: 64 samples."""
+        save_grid(self.sample(64, generator), path)
 
     def after_step(self) -> None:
         """Hook after each update (EMA)."""
@@ -71,21 +123,55 @@ class Outputs:
     samples: Path
 
 
-def _rows_csv(rows: list[dict[str, float]]) -> str:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+class LossLog:
+    """``losses.csv``: one row per update, appended a block of rows per tick (checkpoint).
+
+    The file always starts as the log of the checkpoint resumed from (those rows are also in
+    the checkpoint, since Snakemake removes an output before rerunning its job), so a resume
+    neither repeats the rows computed after that checkpoint nor loses the ones before it.
+
+    Params:
+        path: the CSV.
+        rows: the rows of the checkpoint resumed from ([] for a fresh run).
+    """
+
+    def __init__(self, path: Path, rows: list[dict[str, float]]):
+        self.path = Path(path)
+        self.rows = list(rows)
+        self._written = len(self.rows)
+        self._keys = list(self.rows[0]) if self.rows else []
+        if self.rows:
+            write_text(self.path, self._csv(self.rows, header=True))
+        else:  # a fresh run: the log of an older run goes; the first flush starts a new one
+            self.path.unlink(missing_ok=True)
+
+    def _csv(self, rows: list[dict[str, float]], header: bool) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self._keys, lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+
+    def append(self, row: dict[str, float]) -> None:
+        """Add one row (in memory until the next :meth:`flush`)."""
+        if not self._keys:
+            self._keys = list(row)
+        self.rows.append(row)
+
+    def flush(self) -> None:
+        """Append the rows not yet in the file."""
+        new = self.rows[self._written :]
+        if not new:
+            return
+        header = self._written == 0
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(self._csv(new, header))
+        self._written = len(self.rows)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
     """Write images (n, 1, S, S) in [-1, 1] as one PNG grid with a 2 px white border."""
-    from PIL import Image
-
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()
     n, s, _ = x.shape
     cols = min(nrow, n)
@@ -95,8 +181,6 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
     for i, img in enumerate(x):
         r, c = divmod(i, cols)
         grid[pad + r * (s + pad) : pad + r * (s + pad) + s, pad + c * (s + pad) : pad + c * (s + pad) + s] = img
-    from ..io import atomic_path
-
     with atomic_path(path) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
 
@@ -123,7 +207,9 @@ def train(
     Params:
         trainer: the method.
         images: (N, 1, S, S) training images in [-1, 1] on the trainer's device.
-        train_cfg: the ``training`` config section.
+        train_cfg: the config section of the method (``training``, or ``vae`` for the CT VAE):
+            ``iterations``, ``batch_size``, ``checkpoint_every`` and ``sample_every`` set the
+            loop; every key but ``trainer.resumable`` is part of the run's fingerprint.
         out: output paths.
         seed: the run's seed (batches, noise, augmentation all come from torch's RNG).
         data_fingerprint: arrays the run depends on besides ``images`` (e.g. the memory).
@@ -134,7 +220,9 @@ def train(
     """
     iterations = train_cfg["iterations"]
     batch = train_cfg["batch_size"]
-    fp = fingerprint(trainer.method, train_cfg, images.cpu().numpy(), *data_fingerprint)
+    fp = fingerprint(
+        trainer.method, train_cfg, images.cpu().numpy(), *data_fingerprint, seed=seed, resumable=trainer.resumable
+    )
     torch.manual_seed(seed)
     step, seconds, rows = 0, 0.0, []
     state = load_checkpoint(out.checkpoint, fp)
@@ -153,13 +241,13 @@ def train(
         step, seconds, rows = state["step"], state["train_seconds"], list(state["losses"])
         log.info("resumed %s from %s at step %d (%.1f s trained)", trainer.method, out.checkpoint, step, seconds)
     last_good = step if state is not None else None
+    losses_log = LossLog(out.losses, rows)
 
     grid_gen = torch.Generator(device=images.device).manual_seed(seed ^ 0x5A17)
     grid_seed = grid_gen.initial_seed()
 
     def write_grid() -> None:
-        g = torch.Generator(device=images.device).manual_seed(grid_seed)
-        save_grid(trainer.sample(64, g), out.samples)
+        trainer.write_grid(out.samples, torch.Generator(device=images.device).manual_seed(grid_seed))
 
     def checkpoint() -> None:
         nonlocal last_good
@@ -179,28 +267,24 @@ def train(
                 "trainer": trainer.state(),
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "losses": rows,
+                "losses": losses_log.rows,
             },
         )
-        write_text(out.losses, _rows_csv(rows))
+        losses_log.flush()
         last_good = step
 
-    n = images.shape[0]
     bar_total = iterations - step
-    from ..runtime import progress
-
     with progress(total=bar_total, desc=f"train {trainer.method}", unit="it") as bar:
         while step < iterations:
             t0 = time.perf_counter()
-            idx = torch.randint(n, (batch,), device=images.device)
-            losses = trainer.step(images[idx])
+            losses = trainer.step(trainer.batch(images, batch, step))
             trainer.after_step()
             step += 1
             seconds += time.perf_counter() - t0
-            rows.append({"step": step, **losses, "seconds": round(seconds, 4)})
+            losses_log.append({"step": step, **losses, "seconds": round(seconds, 4)})
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             if bad:
-                write_text(out.losses, _rows_csv(rows))
+                losses_log.flush()
                 raise TrainingError(
                     f"{trainer.method}: non-finite loss {bad} at step {step}; training stopped, "
                     f"{_kept(out.checkpoint, last_good)}"
@@ -211,14 +295,13 @@ def train(
             if step % train_cfg["sample_every"] == 0 or step == iterations:
                 write_grid()
     if bar_total == 0:  # resumed from a finished run: its outputs are written all the same
-        write_text(out.losses, _rows_csv(rows))
         write_grid()
     log.info(
         "%s: %d generator updates in %.1f s (%.3f s/it)",
         trainer.method,
         iterations,
         seconds,
-        seconds / max(1, len(rows)),
+        seconds / max(1, len(losses_log.rows)),
     )
     blob = {
         "variant": trainer.method,
@@ -234,5 +317,5 @@ def train(
 
 def _kept(path: Path, step: int | None) -> str:
     if step is None:
-        return "no checkpoint had been written yet (lower training.lr or check the data)"
+        return "no checkpoint had been written yet (lower the learning rate or check the data)"
     return f"the last good checkpoint (step {step}) is kept in {path}; rerunning resumes from it"

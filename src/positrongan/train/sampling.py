@@ -1,4 +1,6 @@
-"""Rebuilding a trained generator from ``generator.pt`` and drawing samples from it."""
+"""Rebuilding a trained generator from ``generator.pt`` and drawing samples from it; how is
+each registered method's business (:meth:`~positrongan.train.loop.Trainer.network` and
+:meth:`~positrongan.train.loop.Trainer.draw`)."""
 
 from __future__ import annotations
 
@@ -9,12 +11,9 @@ import numpy as np
 import torch
 
 from ..errors import ArtifactError, ConfigError
-from ..models.baselines import DCGANGenerator
-from ..models.generator import MemoryGenerator
-from ..models.vae import ConvVAE
-from .latents import CTLatents, prior
-
-METHODS = ("ours", "vae", "dcgan", "wgan_gp")
+from ..io import load_torch
+from .latents import CTLatents
+from .registry import METHODS
 
 
 def load_generator(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -26,22 +25,11 @@ def load_generator(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
         ArtifactError: missing, corrupt or not a generator file.
     """
     path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"{path}: file not found")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- zip, pickle and runtime errors all mean "corrupt" here
-        raise ArtifactError(f"{path}: not a readable torch file ({exc})") from None
-    if not isinstance(blob, dict) or blob.get("method") not in METHODS or "state_dict" not in blob:
+    blob = load_torch(path, required=("method", "state_dict", "hparams"), what="generator file")
+    if blob["method"] not in METHODS:
         raise ArtifactError(f"{path}: not a generator file written by `positrongan train`")
-    method, hp = blob["method"], blob["hparams"]
     try:
-        if method == "ours":
-            net = MemoryGenerator.from_hparams(hp)
-        elif method == "vae":
-            net = ConvVAE(**hp)
-        else:
-            net = DCGANGenerator(**hp)
+        net = METHODS[blob["method"]].trainer.network(blob["hparams"])
         net.load_state_dict(blob["state_dict"])
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise ArtifactError(f"{path}: weights do not match their hparams ({exc})") from None
@@ -65,18 +53,19 @@ def generate(
         net, meta: from :func:`load_generator`.
         n: number of samples.
         seed: sampling seed.
-        latent: for ``ours``: ``ct`` (z = mu + sigma * eps of random CT slices) or ``prior`` (N(0, I)).
-        ct: (mu, logvar) of the CT slices, needed for ``ours`` with ``ct`` unless the generator
-            file carries its fine-tuned encoder's latents.
+        latent: for methods with a memory (ours): ``ct`` (z = mu + sigma * eps of random CT
+            slices) or ``prior`` (N(0, I)).
+        ct: (mu, logvar) of the CT slices, needed for ``ct`` unless the generator file carries
+            its fine-tuned encoder's latents.
         batch: images per forward pass.
     Returns:
         (n, S, S) float32 in [0, 1] (the dataset's normalisation).
     """
     device = next(net.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    method = meta["method"]
+    spec = METHODS[meta["method"]]
     source = None
-    if method == "ours" and latent == "ct":
+    if spec.memory and latent == "ct":
         if "ct_mu" in meta:
             source = CTLatents(meta["ct_mu"], meta["ct_logvar"]).to(device)
         elif ct is not None:
@@ -88,13 +77,7 @@ def generate(
     out = []
     for start in range(0, n, batch):
         m = min(batch, n - start)
-        if method == "ours":
-            z = source(m, g) if source is not None else prior(m, net.latent_dim, device, g)
-            noise = torch.randn(m, net.noise_dim, generator=g, device=device) if net.noise_dim else None
-            x = net(z, noise)
-        elif method == "vae":
-            x = net.decode(prior(m, net.latent_dim, device, g))
-        else:
-            x = net(prior(m, net.latent_dim, device, g))
+        z = source(m, g) if source is not None else None
+        x = spec.trainer.draw(net, m, g, z)
         out.append(((x.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy())
     return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,153 @@
+"""The evaluation stage: inputs -> metrics for every method and the real reference -> CSV,
+the held-out reference statistics, table and grid. The command module only parses options
+and calls :func:`run_evaluation`; ``report/`` renders the table and the figures."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_path, save_npz, write_text
+from ..report import figures, table
+from . import Context, Subject, evaluate, fid, swd
+from .inputs import load_real, load_samples
+from .msssim import MSSSIMSettings
+
+log = logging.getLogger(__name__)
+
+HISTOGRAM_BINS = 64
+
+
+def check_settings(ev: dict, size: int) -> None:
+    """ConfigError naming the key when MS-SSIM or SWD cannot run at this image size.
+
+    config.py refuses settings that do not fit ``dataset.image_size`` before any job; this
+    checks the images the dataset really holds, before the metrics start.
+    """
+    MSSSIMSettings.from_config(ev).check(size)
+    swd.check_settings(size, ev)
+
+
+def reference_statistics(train: np.ndarray, test: np.ndarray, real: dict, ctx: Context) -> dict[str, np.ndarray]:
+    """What the held-out real images look like to the evaluation: the floors every row is
+    compared with, and statistics to check a later evaluation against the same reference.
+
+    Params:
+        train, test: the real training and held-out test images (N, S, S) in [0, 1].
+        real: the ``real`` row of the metrics (its MS-SSIM, nearest-train MS-SSIM and SWD).
+        ctx: the metrics' context (its cache holds the test set's Inception activations when
+            FID ran).
+    Returns:
+        Arrays of ``eval/reference.npz`` (see docs/contract.md); ``mu`` and ``sigma`` (the
+        test set's Inception pool statistics, pytorch-fid's reference format) only when FID ran.
+    """
+    hist, edges = np.histogram(test, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    levels = sorted((int(c.removeprefix("swd_").removesuffix("px")) for c in real if c.endswith("px")), reverse=True)
+    out = {
+        "test_sha256": np.array(hashlib.sha256(np.ascontiguousarray(test, np.float32).tobytes()).hexdigest()),
+        "n_test": np.int64(len(test)),
+        "n_train": np.int64(len(train)),
+        "image_size": np.int64(test.shape[-1]),
+        "mean_image": test.mean(axis=0).astype(np.float32),
+        "std_image": test.std(axis=0).astype(np.float32),
+        "pixel_histogram": (hist / max(hist.sum(), 1)).astype(np.float64),
+        "pixel_bin_edges": edges,
+        "msssim": np.float64(real["msssim"]),
+        "msssim_pairs": np.int64(real["msssim_pairs"]),
+        "nearest_train_msssim": np.float64(real["nearest_train_msssim"]),
+        "swd_train_test": np.float64(real["swd"]),
+        "swd_level_px": np.array(levels, dtype=np.int64),
+        "swd_train_test_levels": np.array([real[f"swd_{s}px"] for s in levels], dtype=np.float64),
+        "fid_status": np.array(ctx.cache.get("fid_status") or "ok"),
+    }
+    if "test_act" in ctx.cache:
+        act = np.asarray(ctx.cache["test_act"], np.float64)
+        out.update(mu=act.mean(axis=0), sigma=np.cov(act, rowvar=False))
+    return out
+
+
+def run_evaluation(
+    dataset: str | Path,
+    samples: list[str | Path],
+    methods: list[str],
+    ev: dict,
+    device,
+    seed: Callable[..., int],
+    metrics_csv: str | Path,
+    table_md: str | Path,
+    grid_png: str | Path,
+    reference_npz: str | Path | None = None,
+) -> pd.DataFrame:
+    """Score every method against the held-out real images and write the outputs.
+
+    Params:
+        dataset: dataset/positron.npz.
+        samples: samples/{method}.npz files.
+        methods: training.methods (row order; each needs a file).
+        ev: the ``evaluation`` config section.
+        device: torch device.
+        seed: stable seed from names, e.g. ``seed("swd", "ours")``.
+        metrics_csv, table_md, grid_png: outputs.
+        reference_npz: output, the held-out reference statistics (:func:`reference_statistics`);
+            None writes none.
+    Returns:
+        The metrics table (also written to ``metrics_csv``).
+    """
+    train, test = load_real(dataset)
+    size = test.shape[-1]
+    check_settings(ev, size)
+    sets = load_samples(samples, methods, size, ev["samples"])
+    ctx = Context(test=test, train=train, ev=ev, device=device, seed=seed)
+
+    rows = []
+    for s in sets:
+        row = {"method": s.method, "n_train": len(train)}
+        row.update(evaluate(Subject(s.method, s.images, s.images), ctx))
+        row.update({"train_seconds": s.train_seconds, "samples_per_second": s.samples_per_second})
+        rows.append(row)
+    # Reference row: the real test images' own diversity and closeness to the training set, and
+    # the distances between the training and the test images.
+    real = {"method": "real", "n_train": len(train)}
+    real.update(evaluate(Subject("real", test, train), ctx))
+    real.update({"train_seconds": None, "samples_per_second": None})
+    rows.append(real)
+    df = pd.DataFrame(rows)
+
+    with atomic_path(metrics_csv) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    if reference_npz is not None:
+        save_npz(reference_npz, **reference_statistics(train, test, real, ctx))
+    status = ctx.cache.get("fid_status") or "ok"
+    meta = {
+        "size": size,
+        "n_train": len(train),
+        "n_test": len(test),
+        "msssim": {"scales": ev["msssim_scales"], "window": ev["msssim_window"], "sigma": ev["msssim_sigma"]},
+        "swd": {
+            "levels": ", ".join(c.removeprefix("swd_").removesuffix("px") for c in df.columns if c.endswith("px")),
+            "patches": ev["swd_patches"],
+            "projections": ev["swd_projections"],
+            "patch_size": ev["swd_patch_size"],
+        },
+        "fid_status": status,
+        "weights_path": fid.weights_path(),
+    }
+    write_text(table_md, table.render(df, meta))
+    grid_rows = [(table.NAMES["real"], figures.spread(test, ev["grid_samples"]))]
+    by_name = {s.method: s.images for s in sets}
+    grid_rows += [(table.NAMES.get(m, m), by_name[m]) for m in table.order(methods)]
+    figures.sample_grid(grid_rows, grid_png, ev["grid_samples"])
+    log.info(
+        "evaluated %d method(s) against %d test images; wrote %s, %s, %s",
+        len(sets),
+        len(test),
+        metrics_csv,
+        table_md,
+        grid_png,
+    )
+    return df

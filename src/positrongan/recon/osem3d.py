@@ -1,0 +1,250 @@
+"""Fully 3D OSEM: every prompt whose LOR crosses the field of view, in a 3D sinogram of all
+oblique ring pairs, with attenuation and randoms in the model.
+
+Each coincidence is binned to its exact LOR (crystal a in ring r1, crystal b in ring r2): no
+rebinning, no ring-difference cut, no axial mashing. Model of the expected counts of LOR i:
+
+    ybar_i = n_i * a_i * (A x)_i + r_i
+
+with ``A`` the projector of :class:`~positrongan.recon.projector3d.RingProjector3D` (line
+integrals, mm), ``a_i = exp(-(A mu)_i)`` the attenuation factor from the known mu-map (the same
+projector), ``r_i`` the randoms estimate, and ``n_i = cos^3(theta_i)`` the geometric
+normalisation of a LOR at angle ``theta_i`` to the transverse plane. A photon pair emitted on
+the LOR is detected in its crystal pair with the probability of hitting the crystal face, whose
+solid angle ``A cos(theta) / d^2`` (d = L / 2 at the chord's centre, L = L_xy / cos(theta))
+falls as ``cos^3`` relative to the direct LOR of the same chord; the line integral already holds
+the longer path. Measured on a default scan (prompts minus randoms over the model of the true
+activity, per ring difference, relative to the direct LORs): 0.97, 0.89, 0.81, 0.71, 0.61, 0.49,
+0.41 at ring differences 8 to 56 in steps of 8, against cos^3 = 0.98, 0.91, 0.81, 0.70, 0.59,
+0.50, 0.41. Crystals are otherwise identical (no efficiency map). Transaxially, the crystal's
+cos / d^2 and the chord length cancel, as in the 2D mode. The OSEM update of subset S
+(interleaved views, as in 2D), with m = n * a, is
+
+    x <- x / (A_S^T m_S) * A_S^T (m_S * y_S / ybar_S)
+
+whose sensitivity image ``A_S^T m_S`` back-projects every LOR of the scanner through the field
+of view (exact, with the same projector). With one subset this is MLEM, which never decreases
+the Poisson log-likelihood.
+
+Randoms: the singles-rate ("fan-sum") estimate from the delayed window. A random pair's rate is
+``2 tau s_i s_j``; the delayed coincidences of crystal i summed over its partners give
+``D_i ~ s_i sum_j s_j``, so ``r_ij = k D_i D_j``, with ``k`` fixed so that the estimate's sum
+over the 3D sinogram equals the number of delayed coincidences binned in it. Sparse delayed
+counts (a few per thousand LORs) thus give a smooth, low-variance estimate for every LOR.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..geometry.scanner import Scanner
+from ..runtime import progress
+from .mlem import ReconResult
+from .projector3d import RingProjector3D
+
+log = logging.getLogger(__name__)
+
+
+def fan_sum_randoms(proj: RingProjector3D, d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, int]:
+    """Randoms per LOR of the 3D sinogram from delayed coincidences (module docstring).
+
+    Params:
+        proj: the projector (its chord order and crystals).
+        d1, d2: CrystalIDs of the delayed coincidences.
+    Returns:
+        ((ring pairs, chords) float32 expected randoms, delayed coincidences in the sinogram).
+    """
+    sc = proj.scanner
+    fan = np.bincount(np.concatenate([d1, d2]), minlength=sc.n_crystals).astype(np.float64)
+    fan = fan.reshape(sc.rings, sc.crystals_per_ring)
+    _, valid = proj.bin_events(d1, d2)
+    n_in = int(valid.sum())
+    da = fan[:, proj.crystal_a]  # (rings, chords)
+    db = fan[:, proj.crystal_b]
+    est = (da[:, None, :] * db[None, :, :]).reshape(proj.shape)
+    total = est.sum()
+    scale = n_in / total if total > 0 else 0.0
+    return (est * scale).astype(np.float32), n_in
+
+
+def reconstruct_3d(
+    proj: RingProjector3D,
+    prompts: np.ndarray,
+    iterations: int,
+    attenuation: np.ndarray | None = None,
+    randoms: np.ndarray | None = None,
+    normalisation: np.ndarray | None = None,
+    show_progress: bool = True,
+) -> ReconResult:
+    """OSEM (MLEM with one subset) of a 3D sinogram.
+
+    Params:
+        proj: the projector; its ``subsets`` are the OSEM subsets.
+        prompts: (ring pairs, chords) counts.
+        iterations: full passes through the data.
+        attenuation: (ring pairs, chords) factors in (0, 1], or None.
+        randoms: (ring pairs, chords) expected randoms, or None.
+        normalisation: (ring pairs, chords) geometric factors (``proj.obliquity()``), or None (1).
+        show_progress: progress bar over iterations.
+    Returns:
+        A :class:`~positrongan.recon.mlem.ReconResult`; ``loglik[k]`` is the Poisson
+        log-likelihood (with the log y! term) after iteration k+1. With one subset every entry is
+        exact. With several, the last is exact and the others add up each subset's terms as it
+        is projected during the next iteration (the image changes between subsets), which costs
+        no extra projection.
+    Raises:
+        ValueError: arrays whose shape is not the projector's sinogram.
+    """
+    import torch
+
+    dev, dt = proj.device, proj.dtype
+    named = (("prompts", prompts), ("attenuation", attenuation), ("randoms", randoms), ("normalisation", normalisation))
+    for name, arr in named:
+        if arr is not None and tuple(arr.shape) != proj.shape:
+            raise ValueError(f"{name} shape {tuple(arr.shape)} is not the projector's 3D sinogram {proj.shape}")
+    y = torch.as_tensor(prompts, dtype=dt, device=dev)
+    mult = None
+    for factor in (attenuation, normalisation):
+        if factor is not None:
+            factor = torch.as_tensor(factor, dtype=dt, device=dev)
+            mult = factor if mult is None else mult * factor
+    r = None if randoms is None else torch.as_tensor(randoms, dtype=dt, device=dev)
+    planes, ny, nx = proj.image_grid.shape
+    mask = torch.as_tensor(proj.image_grid.fov_mask(), device=dev)
+
+    t0 = time.perf_counter()
+    weight = mult if mult is not None else torch.ones(proj.shape, dtype=dt, device=dev)
+    sens = [proj.back(weight[:, slice(*proj.subset_range(s))], s) for s in range(proj.subsets)]
+    del weight
+    sens_total = sum(sens)
+    # Start from a uniform image in the FOV whose forward model has the net counts:
+    # sum_i m_i (A x)_i = sum_v sens_v x_v.
+    net = float(y.sum()) - (float(r.sum()) if r is not None else 0.0)
+    unit = float((sens_total * mask).sum())
+    x = mask.to(dt).expand(planes, ny, nx) * (max(net, 0.0) / unit if unit > 0 else 0.0)
+    setup = time.perf_counter() - t0
+
+    log_factorials = float(torch.lgamma(y.double() + 1).sum())
+
+    def subset_pass(x, s, update=True):
+        """One subset: its log-likelihood terms at x, and the updated image."""
+        xt = proj.prepare(x)
+        acc = torch.zeros((ny * nx, planes), dtype=dt, device=dev)
+        ll = 0.0
+        for ch in proj.chunks:
+            if ch.subset != s:
+                continue
+            cols = slice(ch.lo, ch.hi)
+            ybar = proj.forward_chunk(xt, ch)
+            if mult is not None:
+                ybar = ybar * mult[:, cols]
+            if r is not None:
+                ybar = ybar + r[:, cols]
+            yc = y[:, cols]
+            safe = ybar.clamp_min(1e-30)  # ybar = 0 only where y = 0 unless x vanished along the LOR
+            # y log ybar - ybar per LOR in the working dtype, summed in float64 (xlogy: 0 where y = 0).
+            ll += float(torch.xlogy(yc, safe).sum(dtype=torch.float64)) - float(ybar.sum(dtype=torch.float64))
+            if update:
+                ratio = torch.where(ybar > 0, yc / safe, torch.zeros_like(ybar))
+                if mult is not None:
+                    ratio = ratio * mult[:, cols]
+                acc += proj.back_chunk(ratio, ch)
+        if not update:
+            return ll, x
+        back = acc.T.reshape(planes, ny, nx)
+        x = torch.where(sens[s] > 0, x * back / sens[s].clamp_min(1e-30), torch.zeros_like(x))
+        return ll, x
+
+    loglik = []
+    bar = progress(range(iterations), desc=f"{'MLEM' if proj.subsets == 1 else 'OSEM'} 3D", disable=not show_progress)
+    t1, cpu1 = time.perf_counter(), time.process_time()
+    for k in bar:
+        ll = 0.0
+        for s in range(proj.subsets):
+            ll_s, x = subset_pass(x, s)
+            ll += ll_s
+        if k > 0:
+            loglik.append(ll - log_factorials)  # the image after iteration k (exact for MLEM)
+    final = sum(subset_pass(x, s, update=False)[0] for s in range(proj.subsets))
+    loglik.append(final - log_factorials)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds, cpu_seconds = time.perf_counter() - t1, time.process_time() - cpu1
+    image = x.cpu().numpy().astype(np.float32)
+    log.info(
+        "%s 3D: %d iterations x %d subsets, %d LORs, %d planes of %dx%d in %.2f s (%.3f s/iteration, "
+        "sensitivity %.2f s, %s)",
+        "MLEM" if proj.subsets == 1 else "OSEM",
+        iterations,
+        proj.subsets,
+        proj.shape[0] * proj.shape[1],
+        planes,
+        ny,
+        nx,
+        seconds,
+        seconds / iterations,
+        setup,
+        dev,
+    )
+    return ReconResult(
+        image, np.asarray(loglik, dtype=np.float64), seconds, {"setup_seconds": setup, "cpu_seconds": cpu_seconds}
+    )
+
+
+def reconstruct_scan_3d(
+    c1: np.ndarray,
+    c2: np.ndarray,
+    delayed: tuple[np.ndarray, np.ndarray] | None,
+    scanner: Scanner,
+    recon_cfg: dict,
+    mu: np.ndarray | None,
+    device,
+) -> tuple[ReconResult, dict]:
+    """Crystal pairs of one scan -> fully 3D OSEM image.
+
+    Params:
+        c1, c2: CrystalIDs of the prompts.
+        delayed: CrystalIDs of the delayed coincidences, or None.
+        scanner: geometry.
+        recon_cfg: the ``reconstruction`` section.
+        mu: (planes, grid, grid) mu-map in 1/mm for attenuation correction, or None.
+        device: torch device.
+    Returns:
+        (result, info): info holds ``prompts`` (binned), ``delayed`` (binned), ``randoms``
+        (bool), ``attenuation`` (bool), ``subsets`` and ``lors``.
+    """
+    import torch
+
+    subsets = recon_cfg["subsets"] if recon_cfg["algorithm"] == "osem" else 1
+    t0 = time.perf_counter()
+    proj = RingProjector3D(
+        scanner,
+        recon_cfg["fov_mm"],
+        recon_cfg["grid"],
+        recon_cfg["doi_mm"],
+        device=device,
+        subsets=subsets,
+        step_voxels=recon_cfg["step_voxels"],
+        lors_per_batch=recon_cfg["lors_per_batch"],
+    )
+    prompts, n_prompts = proj.histogram(c1, c2)
+    info = {"prompts": n_prompts, "delayed": 0, "subsets": subsets, "lors": proj.shape[0] * proj.shape[1]}
+    randoms = None
+    if delayed is not None:
+        est, info["delayed"] = fan_sum_randoms(proj, *delayed)
+        if recon_cfg["randoms_correction"]:
+            randoms = est
+    atten = None
+    if mu is not None:
+        atten = torch.exp(-proj.forward(torch.as_tensor(mu, dtype=proj.dtype)))
+        log.info("attenuation factors: min %.3f, mean %.3f", float(atten.min()), float(atten.mean()))
+    log.info("3D sinogram, randoms and attenuation in %.2f s", time.perf_counter() - t0)
+    result = reconstruct_3d(
+        proj, prompts, recon_cfg["iterations"], attenuation=atten, randoms=randoms, normalisation=proj.obliquity()
+    )
+    info["randoms"] = randoms is not None
+    info["attenuation"] = atten is not None
+    return result, info

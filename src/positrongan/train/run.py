@@ -1,0 +1,101 @@
+"""The ``train`` stage: read one method's inputs, build its trainer, run the shared loop."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.ct import load_corpus
+from ..errors import ConfigError
+from ..features.extract import load_memory
+from ..models.vae import load_vae
+from .data import training_images
+from .latents import CTEncoderLatents, CTLatents, load_latents
+from .loop import Outputs, train
+from .registry import build_trainer, get
+
+log = logging.getLogger(__name__)
+
+
+def query_source(
+    cfg: dict,
+    size: int,
+    device: torch.device,
+    latents: str | Path | None,
+    vae_model: str | Path | None = None,
+    ct_root: str | Path | None = None,
+) -> tuple[nn.Module, tuple[np.ndarray, ...]]:
+    """Where a memory method's queries z come from during training.
+
+    The precomputed CT latents, or with ``training.train_encoder`` the CT VAE's encoder on the
+    CT slices (fine-tuned jointly).
+
+    Params:
+        cfg: the whole config (``training``, and ``ct`` for the encoder).
+        size: training image side (the CT slices are read at it).
+        device: torch device.
+        latents: ``vae/latents.npz``.
+        vae_model, ct_root: ``vae/model.pt`` and the CT corpus folder (``train_encoder`` only).
+    Returns:
+        (the query module, the arrays it depends on, for the run's fingerprint).
+    Raises:
+        ConfigError: an input the configuration needs was not given.
+    """
+    if not cfg["training"]["train_encoder"]:
+        if not latents:
+            raise ConfigError("a method with a memory needs --latents")
+        mu, logvar = load_latents(latents)
+        return CTLatents(torch.from_numpy(mu), torch.from_numpy(logvar)), (mu, logvar)
+    if not vae_model or not ct_root:
+        raise ConfigError("config key 'training.train_encoder' = true needs --vae-model and --ct-root")
+    vae = load_vae(vae_model, device).train()
+    ct = torch.from_numpy(load_corpus(cfg["ct"], ct_root, size))[:, None].float().to(device)
+    return CTEncoderLatents(vae, ct), (ct.cpu().numpy(),)
+
+
+def train_method(
+    method: str,
+    cfg: dict,
+    seed: int,
+    dataset: str | Path,
+    out: Outputs,
+    device: torch.device,
+    features: str | Path | None = None,
+    latents: str | Path | None = None,
+    vae_model: str | Path | None = None,
+    ct_root: str | Path | None = None,
+) -> dict:
+    """Train (or resume) one registered method on the training split of the dataset.
+
+    Params:
+        method: a registered method name.
+        cfg: the whole config.
+        seed: the run's seed.
+        dataset: ``dataset/positron.npz``.
+        out: the four outputs.
+        device: torch device.
+        features, latents, vae_model, ct_root: the inputs of methods with a memory.
+    Returns:
+        The generator.pt blob written.
+    """
+    spec = get(method)
+    tcfg = cfg["training"]
+    images = (torch.from_numpy(training_images(dataset))[:, None] * 2 - 1).to(device)
+    size = images.shape[-1]
+    log.info("%s: %d training images of %d px on %s", method, len(images), size, device)
+    memory = queries = None
+    extra: tuple[np.ndarray, ...] = ()
+    if spec.memory:
+        if not features or not latents:
+            raise ConfigError(f"method '{method}' needs --features and --latents")
+        memory_np = load_memory(features)
+        memory = torch.from_numpy(memory_np)
+        queries, depends = query_source(cfg, size, device, latents, vae_model, ct_root)
+        extra = (memory_np, *depends)
+    torch.manual_seed(seed)  # network initialisation
+    trainer = build_trainer(method, images, tcfg, device, memory=memory, latents=queries)
+    return train(trainer, images, tcfg, out, seed, data_fingerprint=extra)

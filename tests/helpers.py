@@ -1,0 +1,106 @@
+"""Helpers shared by the tests: small image sets, configs and output folders, and the files
+a training command reads. Tests import from here, never from each other."""
+
+import csv
+
+import numpy as np
+import torch
+
+from positrongan.cli import main
+from positrongan.config import validate
+from positrongan.io import save_npz
+from positrongan.train.loop import Outputs
+
+
+def rings(n, size=32, seed=0):
+    """n noisy elliptical rings in [0, 1], a stand-in for positron images of the tube."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
+    out = []
+    for _ in range(n):
+        a, b = rng.uniform(0.25, 0.4), rng.uniform(0.2, 0.35)
+        r = np.sqrt((xx / a) ** 2 + (yy / b) ** 2)
+        img = np.exp(-(((r - 1) / 0.2) ** 2)) + 0.1 * rng.random((size, size))
+        out.append(img / img.max())
+    return np.array(out, dtype=np.float32)
+
+
+def small_cfg(**over):
+    cfg = validate({})["training"]
+    cfg.update(batch_size=8, g_channels=16, growth_rate=4, dense_layers=2, d_channels=8, noise_dim=4)
+    cfg.update(over)
+    return cfg
+
+
+def tiny_set(n=12, size=32):
+    return torch.from_numpy(rings(n, size))[:, None] * 2 - 1
+
+
+def outputs(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return Outputs(path / "generator.pt", path / "checkpoint.pt", path / "losses.csv", path / "samples.png")
+
+
+def read_rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def training_files(tmp_path, n=16, size=32):
+    data = tmp_path / "positron.npz"
+    split = np.array(["train"] * (n - 4) + ["test"] * 4)
+    save_npz(data, images=rings(n, size), split=split)
+    feats = tmp_path / "features.npz"
+    assert (
+        main(["extract-features", "--dataset", str(data), "--out", str(feats), "--set", "features.components=4"]) == 0
+    )
+    lat = tmp_path / "latents.npz"
+    rng = np.random.default_rng(0)
+    save_npz(
+        lat,
+        mu=rng.normal(size=(30, 8)).astype(np.float32),
+        logvar=np.full((30, 8), -1.0, np.float32),
+        names=np.array([f"ct{i}" for i in range(30)]),
+    )
+    return data, feats, lat
+
+
+SMALL = [
+    "--set",
+    "training.iterations=3",
+    "--set",
+    "training.batch_size=4",
+    "--set",
+    "training.g_channels=16",
+    "--set",
+    "training.growth_rate=4",
+    "--set",
+    "training.dense_layers=2",
+    "--set",
+    "training.d_channels=8",
+    "--set",
+    "evaluation.samples=10",
+    "--set",
+    "device=cpu",
+]
+
+
+def train_args(tmp_path, method, data, extra=()):
+    out = tmp_path / method
+    return [
+        "train",
+        "--method",
+        method,
+        "--dataset",
+        str(data),
+        *extra,
+        "--generator",
+        str(out / "generator.pt"),
+        "--checkpoint",
+        str(out / "checkpoint.pt"),
+        "--losses",
+        str(out / "losses.csv"),
+        "--samples",
+        str(out / "samples.png"),
+        *SMALL,
+    ]
