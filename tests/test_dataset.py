@@ -8,7 +8,7 @@ import pytest
 
 from positrongan.cli import main
 from positrongan.config import derived_seed, load
-from positrongan.data.positron import build_dataset, normalise, split_scans
+from positrongan.data.positron import build_dataset, normalise, split_scans, write_twins
 from positrongan.errors import ArtifactError
 
 PLANES, GRID = 15, 24
@@ -176,6 +176,8 @@ def test_short_scan_twins_sit_beside_the_reference_on_its_scale(scans, tmp_path)
         assert np.allclose(data["low_count"][:, j][unclipped], ref[unclipped], atol=1e-5)
     assert data["defect_labels"].shape == (n, 32, 32) and data["defect_labels"].max() == 1
     assert int(data["slice_planes"]) == 3
+    write_twins(tmp_path / "twins.png", data)
+    assert (tmp_path / "twins.png").stat().st_size > 5000
 
 
 def test_twins_missing_for_a_configured_fraction_are_named(scans, tmp_path):

@@ -25,7 +25,7 @@ check that both give the same pairs for every policy, prompt and delayed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -200,8 +200,6 @@ class SortStats:
     scatters: int = 0
     randoms: int = 0
     delayed: int = 0
-    max_time_diff_ns: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class StreamSorter:
@@ -281,4 +279,3 @@ class StreamSorter:
             s.trues += int((same & ~scat).sum())
             s.scatters += int((same & scat).sum())
             s.randoms += int((~same).sum())
-            s.max_time_diff_ns = max(s.max_time_diff_ns, float(np.max(prompts["GlobalTime2"] - prompts["GlobalTime1"])))

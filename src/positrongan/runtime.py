@@ -1,16 +1,13 @@
-"""Process-wide runtime helpers: logging, progress bars, seeding and device choice."""
+"""Process-wide runtime helpers: logging, progress bars and device choice."""
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
-
-import numpy as np
 
 log = logging.getLogger("positrongan")
 
@@ -46,17 +43,6 @@ def timed(what: str) -> Iterator[dict]:
     yield info
     info["seconds"] = time.perf_counter() - t0
     log.info("%s took %.2f s", what, info["seconds"])
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed python, numpy and torch (when imported) and return a numpy Generator."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    if "torch" in sys.modules:
-        import torch
-
-        torch.manual_seed(seed)
-    return np.random.default_rng(seed)
 
 
 def torch_device(choice: str = "auto"):

@@ -13,6 +13,11 @@ rule build_positron_dataset:
     output:
         npz=results("dataset", "positron.npz"),
         png=results("dataset", "positron.png"),
+        twins=report(
+            results("dataset", "twins.png"),
+            caption="../report/twins.rst",
+            category="Dataset",
+        ),
     log:
         "logs/build_positron_dataset/positron.log",
     benchmark:
@@ -28,11 +33,12 @@ rule build_positron_dataset:
     shell:
         "positrongan build-dataset --config-json {params.cfg:q} --threads {threads} "
         "--recon {input.recon} --truth {input.truth} --low-count {input.low_count} "
-        "--out {output.npz} --png {output.png} "
+        "--out {output.npz} --png {output.png} --twins-png {output.twins} "
         "> {log} 2>&1"
 
 
 TARGETS["dataset"] = [
     results("dataset", "positron.npz"),
     results("dataset", "positron.png"),
+    results("dataset", "twins.png"),
 ]

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from ..config import derived_seed
-from ..data.positron import build_dataset, write_overview
+from ..data.positron import build_dataset, write_overview, write_twins
 from ..errors import ArtifactError
 from ..io import save_npz
 
@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, metavar="NPZ", help="dataset (results/dataset/positron.npz)")
     parser.add_argument("--png", metavar="PNG", help="overview figure of some slices and their truth")
+    parser.add_argument(
+        "--twins-png", metavar="PNG", help="one slice per defect type at every low-count fraction, beside the reference"
+    )
 
 
 def _by_scan(paths: list[str], what: str) -> dict[str, Path]:
@@ -82,3 +85,6 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     if args.png:
         write_overview(args.png, data)
         log.info("wrote %s", args.png)
+    if args.twins_png:
+        write_twins(args.twins_png, data)
+        log.info("wrote %s", args.twins_png)

@@ -292,3 +292,45 @@ def load_dataset(path: str | Path) -> dict[str, np.ndarray]:
     if "scan" in data and "plane" in data:
         out.update(scan=data["scan"].astype(str), plane=data["plane"].astype(np.int64))
     return out
+
+
+def write_twins(path: str | Path, data: dict[str, np.ndarray]) -> None:
+    """PNG: for each defect type, the dataset slice with its largest area of that type, as every
+    short-scan twin (fewest counts first), the reference and the truth, with the true defect
+    outlines: what each scan length lets an inspector see."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..geometry.phantom import DEFECT_LABELS
+
+    labels = data["defect_labels"]
+    fractions = list(data["low_count_fractions"]) if "low_count_fractions" in data else []
+    order = np.argsort(fractions)
+    picks = []
+    for name, code in sorted(DEFECT_LABELS.items(), key=lambda kv: -kv[1]):
+        area = (labels == code).reshape(len(labels), -1).sum(1)
+        if area.max() > 0:
+            picks.append((int(np.argmax(area)), name))
+    if not picks:  # no defect anywhere: show the first slice
+        picks = [(0, "no defect")]
+    titles = [f"{fractions[j]:g} of the counts" for j in order] + ["reference (all counts)", "truth"]
+    fig, axes = plt.subplots(len(picks), len(titles), figsize=(2.3 * len(titles), 2.4 * len(picks)), squeeze=False)
+    for r, (i, name) in enumerate(picks):
+        images = [data["low_count"][i, j] for j in order] + [data["images"][i], data["truth"][i]]
+        for c, img in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="inferno", vmin=0, vmax=1, origin="lower")
+            if labels[i].any():
+                ax.contour((labels[i] > 0).astype(float), levels=[0.5], colors="cyan", linewidths=0.7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(f"{data['scan'][i]} plane {data['plane'][i]}\n{name}", fontsize=8)
+    fig.suptitle("short-scan twins: the same slices at fewer counts (cyan: true defect outlines)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)

@@ -84,12 +84,6 @@ class Scanner:
         phi = self.azimuth(index)
         return np.stack([r * np.cos(phi), r * np.sin(phi), self.ring_z(ring) + 0 * r], axis=-1)
 
-    def crystal_normal(self, crystal_id: np.ndarray) -> np.ndarray:
-        """Unit vector (..., 3) along each crystal's depth (radially outward)."""
-        _, index = self.ring_and_index(crystal_id)
-        phi = self.azimuth(index)
-        return np.stack([np.cos(phi), np.sin(phi), np.zeros_like(phi)], axis=-1)
-
     def locate(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """CrystalID of the crystal containing (or nearest to) each point: nearest azimuth and ring.
 

@@ -106,10 +106,6 @@ class SystemModel:
     fingerprint: str
 
     @property
-    def n_rows(self) -> int:
-        return self.matrix.shape[0]
-
-    @property
     def sino_shape(self) -> tuple[int, int]:
         return self.geometry.shape
 

@@ -272,20 +272,6 @@ class FastEngine:
 
     # ---- detection ----------------------------------------------------------------------------
 
-    def detect(self, ph: Photons, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Carry photons from the phantom to the crystal annulus and track them in the crystals.
-
-        Returns:
-            dict for photons that deposited energy: ``photon`` (index into the batch),
-            ``edep`` (MeV, summed), ``pos`` (n, 3) of the largest deposit, ``path`` (mm from the
-            annihilation to that deposit), ``crystal`` (CrystalID).
-        """
-        st = _state_of_alive(ph)
-        idx = st[9].astype(np.int64)
-        det = self._detect(st, rng)
-        det["photon"] = idx.take(det.pop("row"))
-        return det
-
     def _detect(self, ph_st: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """:meth:`detect` for photons in a state array; results name them by ``row`` in it."""
         sc = self.scanner
@@ -414,44 +400,6 @@ NumpyEngine = FastEngine  # the name ``simulation.kernel: numpy`` refers to
 # ---- ray geometry (vectorised) ------------------------------------------------------------------
 
 
-def _exit_cylinder(p: np.ndarray, d: np.ndarray, radius: float, half: float) -> np.ndarray:
-    """Distance along d from p (inside) to the surface of the z-cylinder |xy| <= radius, |z| <= half."""
-    a = d[:, 0] ** 2 + d[:, 1] ** 2
-    b = p[:, 0] * d[:, 0] + p[:, 1] * d[:, 1]
-    c = p[:, 0] ** 2 + p[:, 1] ** 2 - radius * radius
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_side = np.where(a > 1e-15, (-b + np.sqrt(np.maximum(b * b - a * c, 0.0))) / a, np.inf)
-        t_z = np.where(
-            d[:, 2] > 0, (half - p[:, 2]) / d[:, 2], np.where(d[:, 2] < 0, (-half - p[:, 2]) / d[:, 2], np.inf)
-        )
-    return np.maximum(np.minimum(t_side, t_z), 0.0)
-
-
-def _cylinder_from_inside(p: np.ndarray, d: np.ndarray, radius: float) -> np.ndarray:
-    """Distance along d from p (inside the infinite cylinder) to its side; inf when d is along z."""
-    a = d[:, 0] ** 2 + d[:, 1] ** 2
-    b = p[:, 0] * d[:, 0] + p[:, 1] * d[:, 1]
-    c = p[:, 0] ** 2 + p[:, 1] ** 2 - radius * radius
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(a > 1e-15, (-b + np.sqrt(np.maximum(b * b - a * c, 0.0))) / a, np.inf)
-
-
-def _leave_annulus(p: np.ndarray, d: np.ndarray, r_in: float, r_out: float, half: float) -> np.ndarray:
-    """Distance along d from p (in the crystal annulus) to where it leaves the annulus."""
-    a = d[:, 0] ** 2 + d[:, 1] ** 2
-    b = p[:, 0] * d[:, 0] + p[:, 1] * d[:, 1]
-    rr = p[:, 0] ** 2 + p[:, 1] ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_out = np.where(a > 1e-15, (-b + np.sqrt(np.maximum(b * b - a * (rr - r_out * r_out), 0.0))) / a, np.inf)
-        disc = b * b - a * (rr - r_in * r_in)
-        # Heading inwards (b < 0) and the line meets the inner cylinder: leaves into the bore.
-        t_inner = np.where((b < 0) & (disc > 0) & (a > 1e-15), (-b - np.sqrt(np.maximum(disc, 0.0))) / a, np.inf)
-        t_z = np.where(
-            d[:, 2] > 0, (half - p[:, 2]) / d[:, 2], np.where(d[:, 2] < 0, (-half - p[:, 2]) / d[:, 2], np.inf)
-        )
-    return np.maximum(np.minimum(np.minimum(t_out, t_inner), t_z), 0.0)
-
-
 def _side_distance_soa(st: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Distance along each direction from a point inside an infinite z-cylinder to its side, for a
     state stored by component (rows x, y, z, ux, uy, uz); also returns ux^2 + uy^2, which is ~0
@@ -466,7 +414,8 @@ def _side_distance_soa(st: np.ndarray, radius: float) -> tuple[np.ndarray, np.nd
 
 
 def _exit_cylinder_soa(st: np.ndarray, radius: float, half: float) -> np.ndarray:
-    """:func:`_exit_cylinder` for a state stored by component (rows x, y, z, ux, uy, uz)."""
+    """Distance from a point inside the z-cylinder |xy| <= radius, |z| <= half to its surface along
+    the direction, for a state stored by component (rows x, y, z, ux, uy, uz)."""
     z, uz = st[2], st[5]
     t_side, a = _side_distance_soa(st, radius)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -477,7 +426,9 @@ def _exit_cylinder_soa(st: np.ndarray, radius: float, half: float) -> np.ndarray
 
 
 def _leave_annulus_soa(st: np.ndarray, r_in: float, r_out: float, half: float) -> np.ndarray:
-    """:func:`_leave_annulus` for a state stored by component (rows x, y, z, ux, uy, uz)."""
+    """Distance from a point in the crystal annulus (r_in <= |xy| <= r_out, |z| <= half) to where
+    it leaves it along the direction (outwards, into the bore, or through an end face), for a state
+    stored by component (rows x, y, z, ux, uy, uz)."""
     x, y, z, ux, uy, uz = st[0], st[1], st[2], st[3], st[4], st[5]
     a = ux * ux + uy * uy
     b = x * ux + y * uy
