@@ -229,12 +229,12 @@ class TorchProjector:
             rows = (views[:, None] * nb + np.arange(nb)[None, :]).ravel()
             sub = model.matrix[rows]
             self.subset_rows.append(rows)
-            self._fwd.append(_to_torch_csr(sub, self.device))
-            self._back.append(_to_torch_csr(sub.T.tocsr(), self.device))
+            self._fwd.append(to_torch_csr(sub, self.device))
+            self._back.append(to_torch_csr(sub.T.tocsr(), self.device))
         if subsets == 1:
             self._full = self._fwd[0]
         else:
-            self._full = _to_torch_csr(model.matrix, self.device)
+            self._full = to_torch_csr(model.matrix, self.device)
         self.n_pixels = model.matrix.shape[1]
 
     def memory_bytes(self) -> int:
@@ -252,11 +252,13 @@ class TorchProjector:
         return self._back[subset] @ y
 
 
-def _to_torch_csr(mat: sp.csr_matrix, device):
+def to_torch_csr(mat: sp.spmatrix, device, dtype=None):
+    """A scipy sparse matrix as a torch CSR tensor on ``device`` (float32 unless ``dtype``)."""
     import warnings
 
     import torch
 
+    dtype = torch.float32 if dtype is None else dtype
     mat = mat.tocsr()
     with warnings.catch_warnings():
         # "CSR support is in beta": the products used here (CSR @ dense) are stable on CPU and CUDA.
@@ -264,7 +266,7 @@ def _to_torch_csr(mat: sp.csr_matrix, device):
         return torch.sparse_csr_tensor(
             torch.from_numpy(mat.indptr.astype(np.int64)),
             torch.from_numpy(mat.indices.astype(np.int64)),
-            torch.from_numpy(mat.data.astype(np.float32)),
+            torch.from_numpy(mat.data).to(dtype),
             size=mat.shape,
             device=device,
             check_invariants=False,  # built by scipy from a valid CSR matrix

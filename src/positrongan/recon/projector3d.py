@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..geometry.scanner import Scanner
 from .lors import SinogramGeometry
+from .projector import to_torch_csr
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +316,8 @@ class RingProjector3D:
                         c1,
                         s,
                         g,
-                        _to_csr(sf, self.device, self.dtype),
-                        _to_csr(sf.T.tocsr(), self.device, self.dtype),
+                        to_torch_csr(sf, self.device, self.dtype),
+                        to_torch_csr(sf.T.tocsr(), self.device, self.dtype),
                         torch.as_tensor(chord_len[c0:c1], dtype=self.dtype, device=self.device),
                     )
                 )
@@ -356,7 +356,7 @@ class RingProjector3D:
             shape=(len(z1), len(m) * planes),
         )
         mat.sum_duplicates()
-        return _to_csr(mat, self.device, self.dtype), _to_csr(mat.T.tocsr(), self.device, self.dtype)
+        return to_torch_csr(mat, self.device, self.dtype), to_torch_csr(mat.T.tocsr(), self.device, self.dtype)
 
     def _build_s(self, e0, e1, window, mask):
         """Bilinear weights (chords x samples, pixels) of the chords' sample points."""
@@ -530,19 +530,3 @@ class RingProjector3D:
             if subset is None or ch.subset == subset:
                 acc += self.back_chunk(y[:, ch.lo - lo : ch.hi - lo], ch)
         return acc.T.reshape(planes, ny, nx)
-
-
-def _to_csr(mat, device, dtype):
-    import torch
-
-    mat = mat.tocsr()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(mat.indptr.astype(np.int64)),
-            torch.from_numpy(mat.indices.astype(np.int64)),
-            torch.from_numpy(mat.data).to(dtype),
-            size=mat.shape,
-            device=device,
-            check_invariants=False,  # built by scipy from a valid CSR matrix
-        )
