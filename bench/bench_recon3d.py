@@ -75,17 +75,19 @@ def bench_scan(root, truth_path, cfg, threads_list, timing_iterations):
     from positrongan.recon.osem3d import fan_sum_randoms, reconstruct_3d
     from positrongan.recon.projector import build_system_model
     from positrongan.recon.projector3d import RingProjector3D
-    from positrongan.recon.scan import RANDOMS_SMOOTHING, grid_geometry, load_truth, postfilter
+    from positrongan.geometry.grid import ReconGrid
+    from positrongan.recon.driver import RANDOMS_SMOOTHING, load_truth, postfilter
 
     rc = cfg["reconstruction"]
     scanner = Scanner.from_config(cfg["scanner"])
-    truth = load_truth(truth_path, scanner, rc)
+    grid = ReconGrid.from_config(scanner, rc)
+    truth = load_truth(truth_path, grid)
     (c1, c2), read_s, _ = timed(read_coincidences, root, scanner)
     d1, d2 = read_coincidences(root, scanner, "Delayed")
     mu = truth["mu"].astype(np.float32)
     subsets = rc["subsets"] if rc["algorithm"] == "osem" else 1
     iters = rc["iterations"]
-    voxel, _ = grid_geometry(scanner, rc)
+    voxel = grid.voxel_mm
     out = {"root": str(root), "prompts_read": len(c1), "delayed_read": len(d1), "read_seconds": read_s}
     images = {}
     for threads in threads_list:

@@ -50,12 +50,17 @@ def _cfg(sim: dict | None = None, **phantom):
 
 def engine_throughput(kernel: str, n_decays: int) -> dict:
     from positrongan.geometry.scanner import Scanner
-    from positrongan.simulate.scan import draw_phantom, make_engine
+    from positrongan.simulate.driver import draw_phantom, make_engine
+    from positrongan.simulate.settings import Acquisition, Digitizer
 
     cfg = _cfg({"kernel": kernel})
     tube = draw_phantom(cfg, "scan_000")
     eng = make_engine(
-        kernel, tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"]
+        kernel,
+        tube,
+        Scanner.from_config(cfg["scanner"]),
+        Digitizer.from_config(cfg["digitizer"]),
+        Acquisition.from_config(cfg),
     )
     rng = np.random.default_rng(0)
     chunk = cfg["simulation"]["chunk_decays"]
@@ -91,14 +96,14 @@ def engine_throughput(kernel: str, n_decays: int) -> dict:
 
 def child_scan(n_decays: int, sim: dict) -> dict:
     """One full scan (engine, sorter, ROOT writing) of about n_decays at the default activity."""
-    from positrongan.simulate.scan import draw_phantom, run_fast
+    from positrongan.simulate.driver import draw_phantom, run_scan
 
     activity = _cfg()["phantom"]["activity_bq"]
     cfg = _cfg(sim, acquisition_s=n_decays / activity)
     tube = draw_phantom(cfg, "scan_000")
     with tempfile.TemporaryDirectory() as tmp:
         c0, w0 = time.process_time(), time.perf_counter()
-        info = run_fast(cfg, "scan_000", tube, Path(tmp) / "s.root")
+        info = run_scan(cfg, "scan_000", tube, Path(tmp) / "s.root")
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         size = (Path(tmp) / "s.root").stat().st_size
     stages = info.pop("cpu_seconds_by_stage")
@@ -120,12 +125,17 @@ def child_scan(n_decays: int, sim: dict) -> dict:
 def child_compile() -> dict:
     """Compile the numba kernels into an empty cache (run with NUMBA_CACHE_DIR set), then load them."""
     from positrongan.geometry.scanner import Scanner
-    from positrongan.simulate.scan import draw_phantom, make_engine
+    from positrongan.simulate.driver import draw_phantom, make_engine
+    from positrongan.simulate.settings import Acquisition, Digitizer
 
     cfg = _cfg({"kernel": "numba"})
     tube = draw_phantom(cfg, "scan_000")
     eng = make_engine(
-        "numba", tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"]
+        "numba",
+        tube,
+        Scanner.from_config(cfg["scanner"]),
+        Digitizer.from_config(cfg["digitizer"]),
+        Acquisition.from_config(cfg),
     )
     c0 = time.process_time()
     eng.compile()
@@ -140,14 +150,14 @@ def _child(args: list[str], env: dict | None = None) -> dict:
 
 
 def counts(activity: float, seconds: float, scale: float, seeds: int, sim: dict) -> dict:
-    from positrongan.simulate.scan import draw_phantom, run_fast
+    from positrongan.simulate.driver import draw_phantom, run_scan
 
     totals: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for s in range(seeds):
             cfg = _cfg(sim, activity_bq=activity, acquisition_s=seconds)
             cfg["seed"] = s
-            info = run_fast(cfg, "scan_000", draw_phantom(cfg, "scan_000"), Path(tmp) / f"{s}.root")
+            info = run_scan(cfg, "scan_000", draw_phantom(cfg, "scan_000"), Path(tmp) / f"{s}.root")
             for k in COUNT_KEYS:
                 totals[k] = totals.get(k, 0) + (info[k] or 0) * scale / seeds
     return {k: round(v, 1) for k, v in totals.items()}

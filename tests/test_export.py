@@ -20,13 +20,13 @@ import uproot
 
 from positrongan import config as configlib
 from positrongan.cli import main
-from positrongan.errors import ArtifactError
+from positrongan.errors import ArtifactError, ConfigError
 from positrongan.export import gate9
 from positrongan.export import petsird as pexp
 from positrongan.geometry.scanner import Scanner
 from positrongan.recon.lors import read_coincidences
-from positrongan.simulate.rootio import read_tree
-from positrongan.simulate.scan import simulate_scan
+from positrongan.rootfile import TRUTH_BRANCHES, read_tree
+from positrongan.simulate.driver import simulate_scan
 
 SMALL = {
     "scans": {"count": 1},
@@ -285,6 +285,29 @@ def test_singles_export_needs_a_singles_tree(scan, tmp_path):
     with pytest.raises(ArtifactError, match="no Singles tree"):
         gate9.export_root(root, tmp_path / "x.root", scan["scanner"], singles=True)
     assert gate9.export_root(root, tmp_path / "y.root", scan["scanner"])["Coincidences"] > 0
+
+
+def test_scan_without_truth_keeps_its_counts_and_gate9_refuses_it_naming_the_key(scan, tmp_path):
+    sim = {**SMALL["simulation"], "write_singles": False}
+    with_truth = configlib.validate(json.loads(json.dumps({**SMALL, "simulation": sim})))
+    without = configlib.validate(json.loads(json.dumps({**SMALL, "simulation": {**sim, "write_truth": False}})))
+    a = simulate_scan(with_truth, "scan_000", tmp_path / "a.root", tmp_path / "a.json", None)
+    b = simulate_scan(without, "scan_000", tmp_path / "b.root", tmp_path / "b.json", None)
+    # The sorter counts trues and scatters in memory: the JSON is the same without the branches.
+    for key in ("singles", "prompts", "trues", "scatters", "randoms", "delayed"):
+        assert a[key] == b[key], key
+    ta, tb = read_tree(tmp_path / "a.root", "Coincidences"), read_tree(tmp_path / "b.root", "Coincidences")
+    assert set(ta) - set(tb) == {b + k for b in TRUTH_BRANCHES for k in "12"}
+    assert all(np.array_equal(ta[k], tb[k]) for k in tb)
+    assert (tmp_path / "b.root").stat().st_size < 0.8 * (tmp_path / "a.root").stat().st_size
+    with pytest.raises(ArtifactError, match="simulation.write_truth"):
+        gate9.export_root(tmp_path / "b.root", tmp_path / "x.root", scan["scanner"])
+    assert not (tmp_path / "x.root").exists()
+    # The pipeline refuses the combination before any job runs.
+    with pytest.raises(ConfigError, match="simulation.write_truth"):
+        configlib.validate({"simulation": {"write_truth": False}, "export": {"formats": ["gate9"]}})
+    # PETSIRD carries no truth: it exports such a scan.
+    assert pexp.export_petsird(tmp_path / "b.root", tmp_path / "b.petsird", scan["scanner"], without["digitizer"])
 
 
 def test_petsird_summary_tool_reads_our_file(scan, tmp_path):

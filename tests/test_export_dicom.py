@@ -11,7 +11,7 @@ import pytest
 
 from positrongan import config as configlib
 from positrongan.cli import main
-from positrongan.simulate.scan import simulate_scan
+from positrongan.simulate.driver import simulate_scan
 
 SMALL = {
     "scans": {"count": 1},

@@ -267,3 +267,79 @@ def test_mixed_precision_steps_on_cuda_are_finite():
         losses = tr.step(images[:8])
     assert all(math.isfinite(v) for v in losses.values())
     assert tr.sample(4, torch.Generator(device=device).manual_seed(0)).shape == (4, 1, 32, 32)
+
+
+@pytest.mark.parametrize("mode", ["mean", "none"])
+def test_memory_ablation_round_trips_and_is_named(mode):
+    images = tiny_set()
+    tr = ours(small_cfg(memory=mode), images)
+    assert tr.G.attention.mode == mode and mode in tr.variant
+    h = MemoryGenerator.from_hparams(tr.G.hparams)
+    assert h.attention.mode == mode
+
+
+def test_prior_query_draws_z_from_n01_in_training_and_sampling():
+    images = tiny_set()
+    far = CTLatents(torch.full((20, 6), 100.0), torch.full((20, 6), -2.0))  # CT latents far from N(0, I)
+    memory = torch.randn(len(images), 5)
+    g = torch.Generator().manual_seed(0)
+    ct = OursTrainer(far, memory, 32, small_cfg(), torch.device("cpu"))
+    assert ct._query(500, g).mean() > 90
+    tr = OursTrainer(far, memory, 32, small_cfg(query="prior"), torch.device("cpu"))
+    z = tr._query(500, g)
+    assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.1
+    assert tr.export()["query"] == "prior" and "query=prior" in tr.variant
+
+
+def _variant_config(tmp_path):
+    cfg = tmp_path / "variants.yaml"
+    cfg.write_text(
+        "training:\n"
+        "  seeds: [0, 1]\n"
+        "  variants:\n"
+        "    ours_prior_query: {method: ours, set: {query: prior}}\n"
+        "    ours_no_apg: {method: ours, label: 'Ours, no L_APG', set: {lambda_apg: 0}}\n"
+    )
+    return cfg
+
+
+def test_a_variant_trains_and_samples_as_its_own_method_per_seed(tmp_path):
+    data, feats, lat = training_files(tmp_path)
+    cfg = _variant_config(tmp_path)
+    weights = {}
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}"
+        args = train_args(out, "ours_prior_query", data, ["--features", str(feats), "--latents", str(lat)])
+        assert main([*args, "-c", str(cfg), "--seed", str(seed)]) == 0
+        gen = out / "ours_prior_query" / "generator.pt"
+        blob = torch.load(gen, weights_only=False)
+        assert blob["method"] == "ours" and blob["query"] == "prior"
+        weights[seed] = blob["state_dict"]["dense.project.weight"]
+        npz = tmp_path / f"ours_prior_query_seed{seed}.npz"
+        argv = ["sample", "-c", str(cfg), "--method", "ours_prior_query", "--seed", str(seed)]
+        assert main([*argv, "--generator", str(gen), "--out", str(npz), *SMALL]) == 0
+        s = load_npz(npz)
+        assert str(s["method"]) == "ours_prior_query" and int(s["seed"]) == seed
+        assert str(s["latent"]) == "prior"  # trained on N(0, I): sampled from it, no --latents needed
+    assert not torch.equal(weights[0], weights[1])  # the seed reaches the initialisation
+
+
+def test_variant_set_is_validated_against_the_training_schema():
+    from positrongan.config import validate
+    from positrongan.errors import ConfigError
+    from positrongan.train.registry import label, resolve, run_names
+
+    tcfg = validate({"training": {"variants": {"ours_no_apg": {"method": "ours", "set": {"lambda_apg": 0}}}}})[
+        "training"
+    ]
+    assert run_names(tcfg) == ["ours", "vae", "dcgan", "wgan_gp", "ours_no_apg"]
+    base, resolved = resolve(tcfg, "ours_no_apg")
+    assert base == "ours" and resolved["lambda_apg"] == 0 and "variants" not in resolved
+    assert resolve(tcfg, "ours")[1]["lambda_apg"] == 1.0
+    assert label(tcfg, "ours_no_apg") == "ours_no_apg" and label(tcfg, "ours") == "Ours"
+    for bad, match in (({"lambda_apg": -1}, "lambda_apg"), ({"memroy": "mean"}, "memroy"), ({"seeds": [1]}, "seeds")):
+        tcfg["variants"]["x"] = {"method": "ours", "set": bad}
+        with pytest.raises(ConfigError, match=match):
+            resolve(tcfg, "x")
+    with pytest.raises(ConfigError, match="unknown method"):
+        resolve(tcfg, "nope")

@@ -68,3 +68,19 @@ def test_gradients_reach_w_a_and_the_memory_when_trainable(trainable):
 def test_bad_memory_shape_is_rejected():
     with pytest.raises(ValueError, match="memory"):
         AttentionMemory(4, torch.zeros(5))
+
+
+def test_mean_and_none_memory_ablations_ignore_the_query():
+    memory = torch.randn(7, 3)
+    z = torch.randn(5, 4)
+    mean = AttentionMemory(4, memory, mode="mean")
+    zc, a = mean(z)
+    torch.testing.assert_close(zc[:, :4], z)
+    # c is the (whitened) memory mean for every query: uniform attention, no W_a.
+    torch.testing.assert_close(zc[:, 4:], mean.memory.mean(0).expand(5, 3))
+    torch.testing.assert_close(a, torch.full((5, 7), 1 / 7))
+    none = AttentionMemory(4, memory, mode="none")
+    zc, _ = none(z)
+    assert zc.shape == (5, 7) and torch.equal(zc[:, 4:], torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="mode"):
+        AttentionMemory(4, memory, mode="max")

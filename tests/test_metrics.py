@@ -352,3 +352,56 @@ def test_dataset_without_test_images_is_refused(tmp_path):
     _dataset(tmp_path / "ok.npz", np.random.default_rng(13), n_test=4)
     train, test = load_real(tmp_path / "ok.npz")
     assert train.shape == (10, 32, 32) and test.shape == (4, 32, 32)
+
+
+def test_swd_projections_are_shared_by_every_row(monkeypatch):
+    """One set of projections for every method, seed and real floor (the audit found a
+    per-method seed): record the projection seed of every call to POT."""
+    import ot
+
+    seen = []
+    real_swd = ot.sliced_wasserstein_distance
+
+    def spy(a, b, n_projections, p, seed):
+        seen.append(seed)
+        return real_swd(a, b, n_projections=n_projections, p=p, seed=seed)
+
+    monkeypatch.setattr(swd.ot, "sliced_wasserstein_distance", spy)
+    rng = np.random.default_rng(0)
+    test, train = rng.random((10, 32, 32)), rng.random((12, 32, 32))
+    ev = {**EV, "swd_patches": 64}
+    ctx = metrics.Context(test=test, train=train, ev=ev, device="cpu", seed=lambda *k: derived_seed({"seed": 1}, *k))
+    subjects = [
+        metrics.Subject("ours", train[:6], train[:6]),
+        metrics.Subject("ours", train[:6], train[:6], seed=1),
+        metrics.Subject("vae", train[6:], train[6:]),
+        metrics.Subject("real", test, train),
+        metrics.Subject("real_split", test[:5], test[:5], reference=test[5:]),
+    ]
+    values = [metrics.evaluate(s, ctx, ["swd"])["swd"] for s in subjects]
+    assert len(seen) == 2 * len(subjects)  # two pyramid levels per row
+    assert len(set(seen)) == 1, f"rows used different SWD projections: {seen}"
+    assert values[0] != values[1]  # the patches are still drawn per (row, seed)
+
+
+def test_c2st_is_chance_for_one_distribution_and_one_for_two():
+    from positrongan.metrics.c2st import c2st_accuracy
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32] / 32
+
+    def blobs(n):
+        cx, cy = rng.uniform(0.3, 0.7, (2, n, 1, 1))
+        return (np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02) + 0.05 * rng.random((n, 32, 32))).clip(0, 1)
+
+    def stripes(n):
+        phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+        return (0.5 + 0.4 * np.sin(12 * xx + phase) + 0.05 * rng.random((n, 32, 32))).clip(0, 1)
+
+    same, n = c2st_accuracy(blobs(200), blobs(200), epochs=10, seed=0)
+    assert n == 200 and abs(same - 0.5) < 0.1
+    different, _ = c2st_accuracy(blobs(150), stripes(300), epochs=10, seed=0)
+    assert different > 0.95
+    # Seeded: the same inputs give the same accuracy.
+    a, b = blobs(40), stripes(40)
+    assert c2st_accuracy(a, b, 2, seed=3) == c2st_accuracy(a, b, 2, seed=3)

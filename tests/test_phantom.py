@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 
 from positrongan import config as configlib
-from positrongan.errors import ConfigError
+from positrongan.errors import ArtifactError, ConfigError
+from positrongan.geometry.grid import ReconGrid
 from positrongan.geometry.phantom import AIR, FLUID, GAS, WALL, TubePhantom
-from positrongan.simulate.scan import draw_phantom, make_truth, mu_511
+from positrongan.geometry.scanner import Scanner
+from positrongan.io import save_npz
+from positrongan.recon.driver import load_truth
+from positrongan.simulate.driver import draw_phantom, make_truth, mu_511
 
 
 def _cfg(**phantom):
@@ -126,6 +130,32 @@ def test_truth_maps_conserve_the_fluid_volume_and_carry_xcom_attenuation():
     assert centre == pytest.approx(mu[1], rel=1e-4)
     assert truth["mu"].max() == pytest.approx(mu[2], rel=1e-3)  # some voxel lies wholly in the wall
     assert np.all(truth["defects"] == 0)
+
+
+def test_truth_and_reconstruction_share_one_grid(tmp_path):
+    cfg = configlib.validate(
+        {
+            "scanner": {"crystals_per_ring": 96, "rings": 5, "axial_pitch_mm": 4.17},
+            "reconstruction": {"grid": 24, "fov_mm": 90.0},
+            "phantom": {"length_mm": 10.0},
+        }
+    )
+    scanner = Scanner.from_config(cfg["scanner"])
+    grid = ReconGrid.from_config(scanner, cfg["reconstruction"])
+    assert grid.shape == (9, 24, 24) and grid.pixel_mm == pytest.approx(3.75)
+    # Plane p at Scanner.plane_z(p), bit for bit; voxel 0 centred half a voxel inside the FOV.
+    assert np.array_equal(grid.plane_z, scanner.plane_z(np.arange(scanner.n_planes)))
+    assert np.allclose(grid.origin_mm, [-2 * 4.17, -45.0 + 1.875, -45.0 + 1.875])
+    assert np.allclose(grid.voxel_mm, [4.17 / 2, 3.75, 3.75])
+    truth = make_truth(cfg, draw_phantom(cfg, "scan_000"), scanner)
+    assert truth["activity"].shape == grid.shape
+    assert np.array_equal(truth["voxel_mm"], grid.voxel_mm.astype(np.float32))
+    assert np.array_equal(truth["origin_mm"], grid.origin_mm.astype(np.float32))
+    save_npz(tmp_path / "t.npz", **truth)
+    assert load_truth(tmp_path / "t.npz", grid)["activity"].shape == grid.shape
+    other = ReconGrid.from_config(scanner, {"grid": 24, "fov_mm": 96.0})
+    with pytest.raises(ArtifactError, match="origin_mm|voxel_mm"):
+        load_truth(tmp_path / "t.npz", other)
 
 
 def test_truth_maps_index_each_defect_inside_its_type_label():

@@ -28,6 +28,7 @@ def _frame(status="ok"):
         rows.append(
             {
                 "method": m,
+                "seed": 0,
                 "n_train": 30,
                 "n_images": 64 if m != "real" else 30,
                 "n_test": 20,
@@ -41,6 +42,8 @@ def _frame(status="ok"):
                 "kid_subset_size": 20 if ok else None,
                 "fid_status": status,
                 "swd": 40.0 + i,
+                "c2st": 0.9 if m != "real" else 0.6,
+                "c2st_n": 20,
                 "train_seconds": 100.0 if m != "real" else None,
                 "samples_per_second": 5000.0 if m != "real" else None,
             }
@@ -68,19 +71,44 @@ def test_table_is_laid_out_like_table_1_with_our_columns():
     rows = _table_rows(text)
     header = [c.strip() for c in rows[0].strip("|").split("|")]
     assert header[:3] == ["Method", "MS-SSIM", "FID ↓"]  # the paper's columns first
-    assert header[3:] == ["KID ×10³ ↓", "SWD ×10³ ↓", "nearest-train MS-SSIM", "train time (s)", "samples/s"]
+    assert header[3:] == [
+        "KID ×10³ ↓",
+        "SWD ×10³ ↓",
+        "C2ST acc. (0.5 best)",
+        "nearest-train MS-SSIM",
+        "train time (s)",
+        "samples/s",
+        "seeds",
+    ]
     names = [r.strip("|").split("|")[0].strip() for r in rows[1:]]
-    assert names == ["VAE", "DCGAN", "WGAN-GP", "Ours", "Real (held-out test)"]  # paper's row order
+    assert names == ["VAE", "DCGAN", "WGAN-GP", "Ours", "Real floor: train vs held-out"]  # paper's row order
     ours = [c.strip() for c in rows[4].strip("|").split("|")]
     assert ours[1] == "0.1000"
     assert ours[2] == "10.0 (N=64/20)"  # N beside every distance
     assert ours[3] == "2.00 ± 1.00 (N=20)"
     assert ours[4] == "40.0 (N=64/20)"
-    assert ours[6:] == ["100", "5000"]
+    assert ours[5] == "0.900 (N=20+20)"
+    assert ours[7:] == ["100", "5000", "n=1"]  # one seed: the single value, and n=1
     real = [c.strip() for c in rows[5].strip("|").split("|")]
-    assert real[4] == "44.0 (N=30/20)" and real[6:] == ["–", "–"]
+    assert real[4] == "44.0 (N=30/20)" and real[7:] == ["–", "–", "n=1"]
     assert "not comparable" in text and "0.0694" in text
     assert "weights file" not in text
+
+
+def test_table_shows_mean_and_t_interval_over_seeds():
+    rows = []
+    for seed, swd in zip((0, 1, 2), (40.0, 42.0, 44.0)):
+        rows.append({**_frame("ok").iloc[0].to_dict(), "seed": seed, "swd": swd, "c2st": 0.5 + 0.1 * seed})
+    df = pd.concat([pd.DataFrame(rows), _frame("ok").iloc[[4]]], ignore_index=True)
+    text = table.render(df, {**META, "fid_status": "ok"})
+    ours = [c.strip() for c in _table_rows(text)[1].strip("|").split("|")]
+    assert ours[0] == "Ours" and ours[-1] == "n=3"
+    # mean 42, sd 2: half-width t(0.975, 2) * 2 / sqrt(3) = 4.303 * 1.1547 = 4.97
+    assert ours[4] == "42.0 ± 5.0 (N=64/20)"
+    assert ours[5].startswith("0.600 ± 0.248")
+    mean, half, n = table.mean_ci([1.0, 2.0])
+    assert (mean, n) == (1.5, 2) and half == pytest.approx(12.706 * 0.5, rel=1e-3)
+    assert table.mean_ci([3.0]) == (3.0, None, 1)
 
 
 def test_table_says_unavailable_without_weights():
@@ -104,19 +132,22 @@ def _inputs(root: Path, size=32, n=24):
         root / "dataset" / "positron.npz",
         images=discs(40, 0.05),
         split=np.array(["train"] * 24 + ["val"] * 4 + ["test"] * 12),
+        scan=np.array([f"scan_{i // 4:03d}" for i in range(40)]),  # 3 held-out scans
+        plane=np.arange(40) % 4,
     )
     for i, m in enumerate(METHODS):
         save_npz(
-            root / "samples" / f"{m}.npz",
+            root / "samples" / f"{m}_seed0.npz",
             images=discs(n, 0.05 * i),
             method=np.array(m),
+            seed=np.int64(0),
             train_seconds=np.array(10.0 * (i + 1)),
             samples_per_second=np.array(1000.0),
         )
 
 
 def _evaluate(root: Path, out: str, samples=None):
-    samples = samples or [str(root / "samples" / f"{m}.npz") for m in METHODS]
+    samples = samples or [str(root / "samples" / f"{m}_seed0.npz") for m in METHODS]
     return main(
         [
             "evaluate",
@@ -141,9 +172,13 @@ def test_evaluate_cli_writes_all_outputs_reproducibly(tmp_path, monkeypatch):
     a = (tmp_path / "a" / "metrics.csv").read_text()
     assert a == (tmp_path / "b" / "metrics.csv").read_text()  # same seed, same numbers
     df = pd.read_csv(tmp_path / "a" / "metrics.csv")
-    assert list(df["method"]) == METHODS + ["real"]
+    assert list(df["method"]) == METHODS + ["real", "real_split"]
+    assert (df["seed"] == 0).all()
     assert (df["n_images"][:4] == 20).all() and df["n_images"][4] == 24  # evaluation.samples caps N
-    assert (df["n_test"] == 12).all()
+    assert (df["n_test"][:5] == 12).all()
+    # The split-half floor: held-out scans 7 and 9 (8 images) against scan 8 (4 images).
+    assert df["n_images"][5] == 8 and df["n_test"][5] == 4
+    assert df["c2st"].between(0, 1).all() and (df["c2st_n"][:4] == 12).all()
     assert df["fid"].isna().all() and (df["fid_status"] == fid.UNAVAILABLE_MISSING).all()
     assert list(df["train_seconds"][:4]) == [10.0, 20.0, 30.0, 40.0]
     assert {"swd_32px", "swd_16px"} <= set(df.columns)
@@ -167,10 +202,10 @@ def test_evaluate_cli_writes_all_outputs_reproducibly(tmp_path, monkeypatch):
 
 def test_evaluate_cli_names_a_missing_samples_file(tmp_path, capsys):
     _inputs(tmp_path)
-    (tmp_path / "samples" / "vae.npz").unlink()
+    (tmp_path / "samples" / "vae_seed0.npz").unlink()
     assert _evaluate(tmp_path, "a") == 2
     err = capsys.readouterr().err
-    assert "vae.npz" in err and "not found" in err and "Traceback" not in err
+    assert "vae_seed0.npz" in err and "not found" in err and "Traceback" not in err
     assert not (tmp_path / "a" / "metrics.csv").exists()
 
 
@@ -189,7 +224,7 @@ def test_snakemake_rule_and_html_report(tmp_path):
             rule fake_inputs:
                 output:
                     results("dataset", "positron.npz"),
-                    expand(results("samples", "{{method}}.npz"), method=METHODS),
+                    expand(results("samples", "{{method}}_seed0.npz"), method=METHODS),
                 shell:
                     "cp -r {tmp_path}/inputs/dataset {tmp_path}/inputs/samples results/"
             rule all:

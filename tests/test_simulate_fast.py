@@ -10,8 +10,10 @@ import pytest
 from positrongan import config as configlib
 from positrongan.cli import main
 from positrongan.errors import ArtifactError
-from positrongan.simulate.rootio import SINGLES_BRANCHES, read_tree
-from positrongan.simulate.scan import simulate_scan
+from positrongan.rootfile import SINGLES_BRANCHES, read_tree
+from positrongan.geometry.scanner import Scanner
+from positrongan.simulate.driver import run_engine, simulate_scan
+from positrongan.simulate.settings import Digitizer
 
 SMALL = {
     "scans": {"count": 2},
@@ -152,3 +154,61 @@ def test_cli_writes_the_three_artifacts_and_rejects_an_unknown_scan(tmp_path, ca
         assert {"type", "centre_mm", "size", "label"} <= set(defect)
     assert main(["simulate", "--config-json", cfg_json, "--scan", "scan_009", *out]) == 2
     assert "scans.count" in capsys.readouterr().err
+
+
+class _HandEngine:
+    """A stand-in engine of known singles, in two chunks: the driver alone sorts, writes and counts."""
+
+    separates_scatter = True
+    expected_chunks = 2
+
+    def __init__(self, scanner, chunks):
+        self.scanner, self._chunks = scanner, chunks
+
+    def compile(self):
+        pass
+
+    def chunks(self, rng):
+        yield from self._chunks
+
+
+def _hand_singles(times, events, crystals, scatters):
+    n = len(times)
+    cols = {
+        "EventID": np.asarray(events, np.int64),
+        "GlobalTime": np.asarray(times, float),
+        "TotalEnergyDeposit": np.full(n, 0.511),
+        "CrystalID": np.asarray(crystals, np.int32),
+        "PhantomScatters": np.asarray(scatters, np.int16),
+    }
+    for c in "XYZ":
+        cols[f"PostPosition_{c}"] = np.zeros(n, np.float32)
+        cols[f"SourcePosition_{c}"] = np.zeros(n, np.float32)
+    return cols
+
+
+def test_the_driver_sorts_writes_and_counts_whatever_the_engine(tmp_path):
+    cfg = _cfg(digitizer={"delayed_window": False})
+    scanner = Scanner.from_config(cfg["scanner"])
+    # A true (event 0), a scatter (event 1) and, across the chunk boundary, a random (events 2, 3);
+    # the first chunk is complete up to 40 ns, so the pair 2-3 must wait for the second chunk.
+    first = _hand_singles([0.0, 1.0, 20.0, 22.0, 45.0], [0, 0, 1, 1, 2], [0, 50, 3, 60, 7], [0, 0, 0, 2, 0])
+    second = _hand_singles([47.0, 200.0], [3, 4], [70, 9], [0, 0])
+    engine = _HandEngine(scanner, [(first, 40.0, 3), (second, None, 2)])
+    info = run_engine(
+        engine,
+        "scan_000",
+        tmp_path / "h.root",
+        Digitizer.from_config(cfg["digitizer"]),
+        np.random.default_rng(0),
+        write_singles=True,
+        write_volume_ids=True,
+        expected_decays=5.0,
+        write_truth=False,
+    )
+    assert (info["decays"], info["singles"], info["prompts"]) == (5, 7, 3)
+    assert (info["trues"], info["scatters"], info["randoms"], info["delayed"]) == (1, 1, 1, None)
+    pairs = read_tree(tmp_path / "h.root", "Coincidences")
+    assert sorted(zip(pairs["EventID1"], pairs["EventID2"])) == [(0, 0), (1, 1), (2, 3)]
+    assert pairs["PreStepUniqueVolumeID1"].tolist()[0] == b"0_0_0_0" or pairs["PreStepUniqueVolumeID1"][0] == "0_0_0_0"
+    assert "SourcePosition_X1" not in pairs and "PhantomScatters1" not in pairs  # counted in memory only

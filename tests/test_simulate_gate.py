@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from positrongan import config as configlib
+from positrongan.config import derived_seed
 from positrongan.errors import ConfigError
 from positrongan.geometry.scanner import Scanner
+from positrongan.rootfile import read_tree
 from positrongan.simulate import gate
-from positrongan.simulate.rootio import read_tree
-from positrongan.simulate.scan import draw_phantom, resolve_engine, simulate_scan
+from positrongan.simulate.driver import draw_phantom, resolve_engine, run_scan, simulate_scan
+from positrongan.simulate.settings import Acquisition, Digitizer
 
 HAS_OPENGATE = importlib.util.find_spec("opengate") is not None
 needs_opengate = pytest.mark.skipif(
@@ -47,6 +49,18 @@ def _cfg(**over):
     return configlib.validate(data)
 
 
+def _build(cfg, tube, workdir):
+    return gate.build_simulation(
+        tube,
+        Scanner.from_config(cfg["scanner"]),
+        Digitizer.from_config(cfg["digitizer"]),
+        Acquisition.from_config(cfg),
+        derived_seed(cfg, "gate", "scan_000"),
+        workdir,
+        require_data=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     if not HAS_OPENGATE:
@@ -54,7 +68,7 @@ def built(tmp_path_factory):
     cfg = _cfg()
     tube = draw_phantom(cfg, "scan_000")
     work = tmp_path_factory.mktemp("gate")
-    sim, out, tree = gate.build_simulation(cfg, "scan_000", tube, work, require_data=False)
+    sim, out, tree = _build(cfg, tube, work)
     return cfg, tube, sim, out, tree, work
 
 
@@ -108,7 +122,7 @@ def test_source_is_back_to_back_or_f18_positrons(built, tmp_path):
     assert src.activity == pytest.approx(1.0e6 * og.g4_units.Bq)
     assert sim.run_timing_intervals == [[0, 0.005 * og.g4_units.second]]
     cfg2 = _cfg(phantom={"positron_range": True})
-    sim2, *_ = gate.build_simulation(cfg2, "scan_000", tube, tmp_path, require_data=False)
+    sim2, *_ = _build(cfg2, tube, tmp_path)
     src2 = sim2.source_manager.get_source("fluid_source")
     assert src2.particle == "e+" and src2.energy.type == "F18"
 
@@ -143,7 +157,7 @@ def test_gate_engine_without_geant4_data_says_how_to_get_them(monkeypatch, tmp_p
     cfg = _cfg(simulation={"engine": "gate"})
     tube = draw_phantom(cfg, "scan_000")
     with pytest.raises(ConfigError, match="simulation.engine.*(Geant4|opengate)"):
-        gate.run_gate(cfg, "scan_000", tube, tmp_path / "x.root")
+        run_scan(cfg, "scan_000", tube, tmp_path / "x.root", "gate")
     with caplog.at_level(logging.INFO):
         assert resolve_engine({"engine": "auto"}) == "fast"
     assert "engine auto -> fast" in caplog.text

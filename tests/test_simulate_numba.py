@@ -22,11 +22,12 @@ from positrongan import config as configlib
 from positrongan.coincidences import POLICIES, StreamSorter, apply_policy, sorted_pairs, window_pairs
 from positrongan.geometry.phantom import TubePhantom
 from positrongan.geometry.scanner import Scanner
+from positrongan.rootfile import read_tree
 from positrongan.simulate import fast_numba as fnb
 from positrongan.simulate import materials as mat
 from positrongan.simulate.fast import Photons
-from positrongan.simulate.rootio import read_tree
-from positrongan.simulate.scan import draw_phantom, run_fast
+from positrongan.simulate.driver import draw_phantom, run_scan
+from positrongan.simulate.settings import Acquisition, Digitizer
 
 
 def _uniform_tube(**overrides):
@@ -54,7 +55,7 @@ def _engine(tube, phantom=None, **sim):
         }
     )
     return fnb.NumbaEngine(
-        tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"]
+        tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
     )
 
 
@@ -235,7 +236,7 @@ def _scan(tmp_path, kernel, seed, decays=300_000, **sim):
     cfg["phantom"]["acquisition_s"] = decays / cfg["phantom"]["activity_bq"]
     tube = draw_phantom(configlib.validate({"seed": 0}), "scan_000")  # the same phantom for both
     root = tmp_path / f"{kernel}_{seed}.root"
-    info = run_fast(cfg, "scan_000", tube, root)
+    info = run_scan(cfg, "scan_000", tube, root)
     return info, root
 
 

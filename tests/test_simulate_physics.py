@@ -13,6 +13,7 @@ from positrongan.geometry.phantom import TubePhantom
 from positrongan.geometry.scanner import Scanner
 from positrongan.simulate import materials as mat
 from positrongan.simulate.fast import FastEngine, Photons
+from positrongan.simulate.settings import Acquisition, Digitizer
 
 
 def test_attenuation_coefficients_match_nist_xcom_at_511_kev():
@@ -103,7 +104,9 @@ def _engine(tube, **sim):
     cfg = configlib.validate(
         {"simulation": {"max_scatter_orders": 0, **sim}, "scanner": {"crystals_per_ring": 96, "rings": 8}}
     )
-    return FastEngine(tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"])
+    return FastEngine(
+        tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
+    )
 
 
 def _radial_photons(n, radius, rng):
@@ -165,7 +168,9 @@ def test_acollinearity_has_the_configured_fwhm():
 def test_positron_range_displaces_annihilations_by_the_f18_mean_range():
     tube = _uniform_tube()
     cfg = configlib.validate({"phantom": {"positron_range": True}, "scanner": {"crystals_per_ring": 96, "rings": 8}})
-    eng = FastEngine(tube, Scanner.from_config(cfg["scanner"]), cfg["phantom"], cfg["digitizer"], cfg["simulation"])
+    eng = FastEngine(
+        tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
+    )
     rng = np.random.default_rng(12)
     n = 40_000
     src, ph = eng.emit(np.zeros(n), rng)

@@ -67,9 +67,9 @@ def test_tiny_config_runs_the_whole_pipeline(tmp_path):
     assert res.returncode == 0, res.stderr[-4000:]
 
     table = (tmp_path / "results" / "eval" / "table.md").read_text()
-    for row in ("| VAE |", "| DCGAN |", "| WGAN-GP |", "| Ours |", "| Real (held-out test) |"):
+    for row in ("| VAE |", "| DCGAN |", "| WGAN-GP |", "| Ours |", "| Real floor: train vs held-out |"):
         assert row in table
-    for path in ("recon/scan_000.png", "eval/grid.png", "train/ours/samples.png", "config.yaml"):
+    for path in ("recon/scan_000.png", "eval/grid.png", "train/ours/seed0/samples.png", "config.yaml"):
         assert (tmp_path / "results" / path).stat().st_size > 0, path
     assert not list(tmp_path.glob("results/**/.*.tmp*")), "a temporary file was left behind"
 

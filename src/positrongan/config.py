@@ -312,14 +312,24 @@ def _delayed_window(cfg: Mapping) -> Iterator[str]:
         )
 
 
+@_rule("export.formats", "simulation.write_truth")
+def _gate9_truth(cfg: Mapping) -> Iterator[str]:
+    if "gate9" in cfg["export"]["formats"] and not cfg["simulation"]["write_truth"]:
+        yield (
+            "config key 'export.formats' names gate9, whose sourcePos/comptonPhantom branches come from the "
+            "simulation's truth, but 'simulation.write_truth' is false: set it true (or drop gate9)"
+        )
+
+
 # -- reconstruction
 
 
 @_rule("reconstruction.algorithm", "reconstruction.subsets", "scanner.crystals_per_ring")
 def _subsets(cfg: Mapping) -> Iterator[str]:
     rec = cfg["reconstruction"]
-    # In 2D (single-slice rebinning) a view is one of crystals_per_ring / 2 directions.
-    if rec["algorithm"] != "osem" or rec.get("mode", "2d") != "2d":
+    # OSEM subsets are interleaved views, in 2D and 3D alike: a view is one of crystals_per_ring / 2
+    # directions of the ring.
+    if rec["algorithm"] != "osem":
         return
     views = cfg["scanner"]["crystals_per_ring"] // 2
     if rec["subsets"] > views:

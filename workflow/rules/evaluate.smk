@@ -1,12 +1,19 @@
 # Evaluation of every method's samples against the held-out real positron images:
-# MS-SSIM (diversity, memorisation), FID/KID (when the Inception weights are present), SWD; and
-# the statistics of the held-out reference they are measured against (reference.npz).
+# MS-SSIM (diversity, memorisation), FID/KID (when the Inception weights are present), SWD, C2ST,
+# per (method or variant, seed), with the two real floors; and the statistics of the held-out
+# reference they are measured against (reference.npz).
+
+EVAL_RUNS = METHODS + [v for v in config["training"]["variants"] if v not in METHODS]
 
 
 rule evaluate_methods:
     input:
         dataset=results("dataset", "positron.npz"),
-        samples=expand(results("samples", "{method}.npz"), method=METHODS),
+        samples=expand(
+            results("samples", "{method}_seed{seed}.npz"),
+            method=EVAL_RUNS,
+            seed=config["training"]["seeds"],
+        ),
     output:
         metrics=report(
             results("eval", "metrics.csv"),

@@ -1,5 +1,6 @@
-# Training of ours (attention memory + DenseNet G + PatchGAN D) and the baselines (vae, dcgan,
-# wgan_gp) with the same budget, and sampling from each trained generator.
+# Training of ours (attention memory + DenseNet G + PatchGAN D), the baselines (vae, dcgan,
+# wgan_gp) and the named variants (training.variants, e.g. ablations) with the same budget, once
+# per training seed (training.seeds), and sampling from each trained generator.
 #
 # checkpoint.pt is flagged update(): Snakemake does not delete it before rerunning the job, so
 # a rerun resumes from it (when its fingerprint matches the config and data; otherwise training
@@ -11,22 +12,28 @@
 include: "train_functions.smk"
 
 
+# Method rows: training.methods, then the training.variants names; one run per seed of each.
+RUNS = METHODS + [v for v in config["training"]["variants"] if v not in METHODS]
+SEEDS = config["training"]["seeds"]
+
+
 wildcard_constraints:
-    method="|".join(METHODS),
+    method="|".join(RUNS),
+    seed=r"\d+",
 
 
 rule train_gan:
     input:
         unpack(_train_inputs),
     output:
-        generator=results("train", "{method}", "generator.pt"),
-        checkpoint=update(results("train", "{method}", "checkpoint.pt")),
-        losses=results("train", "{method}", "losses.csv"),
-        samples=results("train", "{method}", "samples.png"),
+        generator=results("train", "{method}", "seed{seed}", "generator.pt"),
+        checkpoint=update(results("train", "{method}", "seed{seed}", "checkpoint.pt")),
+        losses=results("train", "{method}", "seed{seed}", "losses.csv"),
+        samples=results("train", "{method}", "seed{seed}", "samples.png"),
     log:
-        "logs/train_gan/{method}.log",
+        "logs/train_gan/{method}_seed{seed}.log",
     benchmark:
-        "benchmarks/train_gan/{method}.tsv"
+        "benchmarks/train_gan/{method}_seed{seed}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(1)
@@ -38,7 +45,7 @@ rule train_gan:
         extra=_train_extra,
     shell:
         "positrongan train --config-json {params.cfg:q} --threads {threads} "
-        "--method {wildcards.method} --dataset {input.dataset} {params.extra} "
+        "--method {wildcards.method} --seed {wildcards.seed} --dataset {input.dataset} {params.extra} "
         "--generator {output.generator} --checkpoint {output.checkpoint} "
         "--losses {output.losses} --samples {output.samples} > {log} 2>&1"
 
@@ -47,11 +54,11 @@ rule sample_method:
     input:
         unpack(_sample_inputs),
     output:
-        samples=results("samples", "{method}.npz"),
+        samples=results("samples", "{method}_seed{seed}.npz"),
     log:
-        "logs/sample_method/{method}.log",
+        "logs/sample_method/{method}_seed{seed}.log",
     benchmark:
-        "benchmarks/sample_method/{method}.tsv"
+        "benchmarks/sample_method/{method}_seed{seed}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(1)
@@ -59,17 +66,20 @@ rule sample_method:
         mem_mb=1500,
         runtime=10,
     params:
-        cfg=cfg_json("training", "evaluation.samples"),
+        cfg=_sample_cfg,
         extra=_sample_extra,
     shell:
         "positrongan sample --config-json {params.cfg:q} --threads {threads} "
-        "--method {wildcards.method} --generator {input.generator} {params.extra} "
+        "--method {wildcards.method} --seed {wildcards.seed} --generator {input.generator} {params.extra} "
         "--out {output.samples} > {log} 2>&1"
 
 
 TARGETS["train"] = [
-    results("train", m, name)
-    for m in METHODS
+    results("train", m, f"seed{s}", name)
+    for m in RUNS
+    for s in SEEDS
     for name in ("generator.pt", "checkpoint.pt", "losses.csv", "samples.png")
 ]
-TARGETS["samples"] = [results("samples", f"{m}.npz") for m in METHODS]
+TARGETS["samples"] = [
+    results("samples", f"{m}_seed{s}.npz") for m in RUNS for s in SEEDS
+]

@@ -13,7 +13,11 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="NPZ", help="dataset/positron.npz (real images and split)")
     parser.add_argument(
-        "--samples", required=True, nargs="+", metavar="NPZ", help="samples/{method}.npz, one per training.methods"
+        "--samples",
+        required=True,
+        nargs="+",
+        metavar="NPZ",
+        help="samples/{method}_seed{seed}.npz, one per method (training.methods and training.variants) and seed",
     )
     parser.add_argument(
         "--metrics", required=True, metavar="CSV", help="output: one row per method and the real reference"
@@ -34,9 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: dict) -> None:
     from ..metrics.evaluation import run_evaluation
     from ..runtime import torch_device
+    from ..train.registry import label, resolve, run_names
 
     ev = cfg["evaluation"]
-    methods = list(cfg["training"]["methods"])
+    tcfg = cfg["training"]
+    methods = run_names(tcfg)
+    for name in methods:
+        resolve(tcfg, name)  # a bad variant is named before any metric runs
     run_evaluation(
         dataset=args.dataset,
         samples=args.samples,
@@ -48,4 +56,6 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         table_md=args.table,
         grid_png=args.grid,
         reference_npz=args.reference,
+        seeds=list(tcfg["seeds"]),
+        labels={m: label(tcfg, m) for m in methods},
     )

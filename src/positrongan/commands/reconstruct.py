@@ -8,11 +8,13 @@ from pathlib import Path
 
 from ..config import derived_seed
 from ..errors import ConfigError
+from ..geometry.grid import ReconGrid
 from ..geometry.scanner import Scanner
+from ..recon.preview import method_label, write_scan_preview
 from ..recon.projector import SystemModel, build_system_model, fingerprint
 from ..recon.detectability import defect_list, score_defects
 from ..recon.detectability import to_json as detectability_json
-from ..recon.scan import load_truth, reconstruct_scan, save_recon
+from ..recon.driver import load_truth, reconstruct_scan, save_recon
 from ..recon.thinning import fraction_tag
 from ..runtime import torch_device
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
             model = build_system_model(scanner, rcfg, cfg["scanner"])
     elif args.system_model:
         log.info("reconstruction.mode is 3d: --system-model %s is not used", args.system_model)
-    truth = load_truth(args.truth, scanner, rcfg) if args.truth else None
+    truth = load_truth(args.truth, ReconGrid.from_config(scanner, rcfg)) if args.truth else None
     try:
         device = torch_device(cfg["device"])
     except RuntimeError as exc:  # cuda asked for on a machine without one
@@ -97,28 +99,9 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
             )
     save_recon(args.out, out)
     log.info("wrote %s", args.out)
-    label = f"{rcfg['mode'].upper()} {rcfg['algorithm'].upper()} {int(out['iterations'])} it"
-    label += f" x {int(out['subsets'])} subsets"
-    if args.fraction < 1:
-        label += f", {args.fraction:g} of the counts"
-    if rcfg["postfilter_fwhm_mm"] > 0:
-        label += f", {rcfg['postfilter_fwhm_mm']:g} mm filter"
+    label = method_label(out, rcfg, args.fraction)
     if args.png:
-        from ..recon.preview import write_preview
-
-        corr = ", ".join(c for c, on in (("AC", out["attenuation_corrected"]), ("RC", out["randoms_corrected"])) if on)
-        write_preview(
-            args.png,
-            out["image"],
-            out["voxel_mm"],
-            out["origin_mm"],
-            out["sinogram"],
-            out["loglik"],
-            f"{args.scan}: {label}{' + ' + corr if corr else ''}; {int(out['prompts'])} prompts, "
-            f"{int(out['delayed'])} delayed",
-            truth=None if truth is None else truth["activity"],
-            defects=None if truth is None else truth.get("defects"),
-        )
+        write_scan_preview(args.png, args.scan, out, label, truth)
         log.info("wrote %s", args.png)
     if args.dicom:
         from ..recon.dicom import write_series

@@ -16,28 +16,31 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..train.registry import METHODS
-
-    parser.add_argument("--method", required=True, choices=list(METHODS))
-    parser.add_argument("--generator", required=True, metavar="PT", help="train/{method}/generator.pt")
+    parser.add_argument(
+        "--method", required=True, help="a registered method (ours, vae, dcgan, wgan_gp) or a training.variants name"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the training seed of the generator (training.seeds)")
+    parser.add_argument("--generator", required=True, metavar="PT", help="train/{method}/seed{seed}/generator.pt")
     parser.add_argument("--latents", metavar="NPZ", help="vae/latents.npz (ours, training.sample_latent = ct)")
-    parser.add_argument("--out", required=True, metavar="NPZ", help="samples/{method}.npz to write")
+    parser.add_argument("--out", required=True, metavar="NPZ", help="samples/{method}_seed{seed}.npz to write")
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:
     from ..runtime import torch_device
     from ..train.latents import load_latents
-    from ..train.registry import get
+    from ..train.registry import get, resolve
     from ..train.sampling import generate, load_generator
 
     device = torch_device(cfg["device"])
     n = cfg["evaluation"]["samples"]
-    latent = cfg["training"]["sample_latent"]
+    base, tcfg = resolve(cfg["training"], args.method)
+    latent = tcfg["sample_latent"]
     net, meta = load_generator(args.generator, device)
-    if meta["method"] != args.method:
-        raise ConfigError(f"--method {args.method} but {args.generator} holds a '{meta['method']}' generator")
-    # Only methods with a memory draw their queries from the CT latents; the others, from N(0, I).
-    latent = latent if get(args.method).memory else "prior"
+    if meta["method"] != base:
+        raise ConfigError(f"--method {args.method} ({base}) but {args.generator} holds a '{meta['method']}' generator")
+    # Only methods with a memory draw their queries from the CT latents, and only when they were
+    # trained on them (training.query = ct); the others, from N(0, I).
+    latent = latent if get(base).memory and meta.get("query", "ct") == "ct" else "prior"
     ct = None
     if latent == "ct" and "ct_mu" not in meta:
         if not args.latents:
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         net,
         meta,
         n,
-        derived_seed(cfg, "sample", args.method),
+        derived_seed(cfg, "sample", args.method, args.seed),
         latent=latent,
         ct=ct,
     )
@@ -57,10 +60,13 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         args.out,
         images=images,
         method=np.array(args.method),
+        seed=np.int64(args.seed),
         variant=np.array(meta.get("variant", args.method)),
         latent=np.array(latent),
         train_seconds=np.float64(meta["train_seconds"]),
         iterations=np.int64(meta["iterations"]),
         samples_per_second=np.float64(n / seconds),
     )
-    log.info("%s: %d samples in %.2f s (%.0f /s) -> %s", args.method, n, seconds, n / seconds, args.out)
+    log.info(
+        "%s seed %d: %d samples in %.2f s (%.0f /s) -> %s", args.method, args.seed, n, seconds, n / seconds, args.out
+    )

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:
-    from ..simulate.scan import simulate_scan
+    from ..simulate.driver import simulate_scan
 
     known = scan_ids(cfg)
     if args.scan not in known:

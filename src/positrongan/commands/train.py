@@ -13,9 +13,10 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..train.registry import METHODS
-
-    parser.add_argument("--method", required=True, choices=list(METHODS))
+    parser.add_argument(
+        "--method", required=True, help="a registered method (ours, vae, dcgan, wgan_gp) or a training.variants name"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="training seed (one of training.seeds)")
     parser.add_argument("--dataset", required=True, metavar="NPZ", help="dataset/positron.npz")
     parser.add_argument("--features", metavar="NPZ", help="features/positron_features.npz (ours)")
     parser.add_argument("--latents", metavar="NPZ", help="vae/latents.npz, the CT latents (ours)")
@@ -30,12 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: dict) -> None:
     from ..runtime import torch_device
     from ..train.loop import Outputs
+    from ..train.registry import resolve
     from ..train.run import train_method
 
+    base, tcfg = resolve(cfg["training"], args.method)
+    # Variants share their method's seed stream: a variant and its method start from the same
+    # initialisation and batches wherever their networks agree (paired comparison).
     blob = train_method(
-        args.method,
-        cfg,
-        seed=derived_seed(cfg, "train", args.method),
+        base,
+        {**cfg, "training": tcfg},
+        seed=derived_seed(cfg, "train", base, args.seed),
         dataset=args.dataset,
         out=Outputs(Path(args.generator), Path(args.checkpoint), Path(args.losses), Path(args.samples)),
         device=torch_device(cfg["device"]),
@@ -44,4 +49,6 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         vae_model=args.vae_model,
         ct_root=args.ct_root,
     )
-    log.info("%s: wrote %s after %.1f s of training", args.method, args.generator, blob["train_seconds"])
+    log.info(
+        "%s (seed %d): wrote %s after %.1f s of training", args.method, args.seed, args.generator, blob["train_seconds"]
+    )

@@ -24,7 +24,9 @@ MeV, positions in mm (float), ids and counts as int. Truth: ``sourcePos`` is our
 Compton and Rayleigh interactions together, so ``RayleighPhantom`` is 0 and their sum (what
 readers use to flag scatter) is right. Counts we do not have are -1: ``comptonCrystal`` and
 ``RayleighCrystal`` always, and every phantom count of a file made by the opengate engine
-(whose ``PhantomScatters`` is -1). The volume-name string branches are not written.
+(whose ``PhantomScatters`` is -1). The volume-name string branches are not written. A scan
+simulated without its truth branches (``simulation.write_truth: false``) is refused, naming the
+key: GATE 9 has no "unknown" decay point, and readers classify randoms by ``sourcePos``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 from ..errors import ArtifactError
 from ..geometry.scanner import Scanner
 from ..io import atomic_path, write_text
+from ..rootfile import TRUTH_BRANCHES, tree_branches
 from .listmode import STEP_ENTRIES, crystal_box_mm, has_tree, iter_chunks
 
 log = logging.getLogger(__name__)
@@ -192,7 +195,8 @@ def export_root(
     Returns:
         dict GATE tree name -> entries written.
     Raises:
-        ArtifactError: unreadable input, or ids beyond the configured scanner.
+        ArtifactError: unreadable input, no truth branches (``simulation.write_truth`` was false),
+            or ids beyond the configured scanner.
     """
     import uproot
 
@@ -206,6 +210,15 @@ def export_root(
                 "the scan was simulated with 'simulation.write_singles' false?)"
             )
         trees.append(("Singles", "Singles", ("",)))
+    for ours, _, suffixes in trees:
+        have = tree_branches(src, ours)
+        missing = [b + s for s in suffixes for b in TRUTH_BRANCHES if b + s not in have]
+        if missing:
+            raise ArtifactError(
+                f"{src}: tree '{ours}' lacks the truth branches {missing[:2]}..., which GATE 9's sourcePos and "
+                "comptonPhantom come from (readers classify randoms and scatters by them); simulate the scan "
+                "with config key 'simulation.write_truth' true to export it as GATE 9"
+            )
     counts: dict[str, int] = {}
     with atomic_path(dst) as tmp:
         # ZLIB, not our ZSTD: ROOT builds older than 6.20 (common next to GATE 9 and CASToR) lack ZSTD.

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..geometry.scanner import Scanner
-from ..simulate.rootio import open_tree
+from ..rootfile import open_tree
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,8 @@ from typing import Mapping
 
 import numpy as np
 
+from .grid import ReconGrid
+
 AIR, FLUID, WALL, DEPOSIT, GAS = 0, 1, 2, 3, 4
 DEFECT_LABELS = {"crack": 1, "pit": 2, "blockage": 3, "bubble": 4}
 
@@ -336,15 +338,7 @@ class TubePhantom:
         }
 
 
-def truth_maps(
-    tube: TubePhantom,
-    grid: int,
-    fov_mm: float,
-    plane_z: np.ndarray,
-    plane_mm: float,
-    mu_511: np.ndarray,
-    sub: int = 2,
-) -> dict[str, np.ndarray]:
+def truth_maps(tube: TubePhantom, recon_grid: ReconGrid, mu_511: np.ndarray, sub: int = 2) -> dict[str, np.ndarray]:
     """Activity, attenuation and defect-label volumes on the reconstruction grid.
 
     Each voxel is sampled on a ``sub`` x ``sub`` x ``sub`` sub-grid: activity and mu are the
@@ -352,10 +346,7 @@ def truth_maps(
 
     Params:
         tube: the phantom.
-        grid: voxels per transaxial side.
-        fov_mm: transaxial field of view (mm).
-        plane_z: z (mm) of each plane centre.
-        plane_mm: plane spacing (mm).
+        recon_grid: the reconstruction grid (planes, voxels, field of view).
         mu_511: (5,) attenuation coefficient (1/mm) of each material id at 511 keV.
         sub: sub-samples per axis.
     Returns:
@@ -364,8 +355,11 @@ def truth_maps(
         [z, y, x]; ``defect_list`` (the defects as a JSON string, in index order); ``voxel_mm`` and
         ``origin_mm`` in (z, y, x) order.
     """
-    vox = fov_mm / grid
-    centres = -fov_mm / 2 + (np.arange(grid) + 0.5) * vox
+    grid = recon_grid.grid
+    plane_z = recon_grid.plane_z
+    plane_mm = recon_grid.plane_mm
+    vox = recon_grid.pixel_mm
+    centres = recon_grid.centres_mm
     offs = (np.arange(sub) + 0.5) / sub - 0.5
     xs = (centres[:, None] + offs[None, :] * vox).ravel()  # (grid*sub,)
     yy, xx = np.meshgrid(xs, xs, indexing="ij")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import fid, memorisation, msssim, swd
+from . import c2st, fid, memorisation, msssim, swd
 from .context import Context, Subject
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def _diversity(subject: Subject, ctx: Context) -> dict:
     settings = msssim.MSSSIMSettings.from_config(ctx.ev)
-    rng = np.random.default_rng(ctx.seed("msssim", subject.name))
+    rng = np.random.default_rng(ctx.row_seed("msssim", subject))
     value, pairs = msssim.mean_pairwise(subject.images, ctx.ev["msssim_pairs"], rng, settings, ctx.device)
     return {"msssim": value, "msssim_pairs": pairs}
 
@@ -33,7 +33,14 @@ def _memorisation(subject: Subject, ctx: Context) -> dict:
 
 
 def _swd(subject: Subject, ctx: Context) -> dict:
-    res = swd.sliced_wasserstein(ctx.test, subject.compared, ctx.ev, ctx.seed("swd", subject.name))
+    # Patches are drawn per row; the projections are one set for every row (methods and floors).
+    res = swd.sliced_wasserstein(
+        ctx.reference(subject),
+        subject.compared,
+        ctx.ev,
+        ctx.row_seed("swd", subject),
+        projection_seed=ctx.seed("swd", "projections"),
+    )
     out = {"swd": res["swd"]}
     out.update({f"swd_{size}px": v for size, v in res["swd_levels"].items()})
     return out
@@ -50,8 +57,11 @@ def _fid_kid(subject: Subject, ctx: Context) -> dict:
         ctx.cache["inception"] = fid.load_inception(ctx.device)
         ctx.cache["test_act"] = fid.activations(ctx.cache["inception"], ctx.test, ev["batch_size"], ctx.device)
     act = fid.activations(ctx.cache["inception"], subject.compared, ev["batch_size"], ctx.device)
-    test_act = ctx.cache["test_act"]
-    rng = np.random.default_rng(ctx.seed("kid", subject.name))
+    if subject.reference is None:
+        test_act = ctx.cache["test_act"]
+    else:
+        test_act = fid.activations(ctx.cache["inception"], subject.reference, ev["batch_size"], ctx.device)
+    rng = np.random.default_rng(ctx.row_seed("kid", subject))
     kid, kid_std, m = fid.kernel_inception_distance(act, test_act, ev["kid_subsets"], ev["kid_subset_size"], rng)
     return {
         "fid": fid.frechet_distance(act, test_act),
@@ -62,12 +72,20 @@ def _fid_kid(subject: Subject, ctx: Context) -> dict:
     }
 
 
+def _c2st(subject: Subject, ctx: Context) -> dict:
+    acc, n = c2st.c2st_accuracy(
+        subject.compared, ctx.reference(subject), ctx.ev["c2st_epochs"], ctx.row_seed("c2st", subject), ctx.device
+    )
+    return {"c2st": acc, "c2st_n": n}
+
+
 # name -> metric. Order is the order of the columns in metrics.csv.
 METRICS: dict[str, Callable[[Subject, Context], dict]] = {
     "msssim": _diversity,
     "memorisation": _memorisation,
     "fid_kid": _fid_kid,
     "swd": _swd,
+    "c2st": _c2st,
 }
 
 
@@ -81,7 +99,7 @@ def evaluate(subject: Subject, ctx: Context, names: list[str] | None = None) -> 
     Returns:
         Column -> value, with ``n_images`` and ``n_test`` (the N of every distance) first.
     """
-    row: dict = {"n_images": len(subject.compared), "n_test": len(ctx.test)}
+    row: dict = {"n_images": len(subject.compared), "n_test": len(ctx.reference(subject))}
     for name in names or list(METRICS):
         t0 = time.perf_counter()
         row.update(METRICS[name](subject, ctx))
@@ -89,4 +107,4 @@ def evaluate(subject: Subject, ctx: Context, names: list[str] | None = None) -> 
     return row
 
 
-__all__ = ["METRICS", "Context", "Subject", "evaluate", "fid", "memorisation", "msssim", "swd"]
+__all__ = ["METRICS", "Context", "Subject", "c2st", "evaluate", "fid", "memorisation", "msssim", "swd"]

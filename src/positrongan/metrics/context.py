@@ -16,13 +16,19 @@ class Subject:
     Params:
         name: method name (``ours``, ``vae``, ...) or ``real``.
         images: the images whose own properties are measured (diversity, memorisation).
-        compared: the images whose distance to the real test set is measured (the generated
-            samples; for the ``real`` reference row, the training images).
+        compared: the images whose distance to the real reference is measured (the generated
+            samples; for the ``real`` floor, the training images; for the ``real_split`` floor,
+            one half of the held-out scans).
+        seed: the training seed of the row (metric randomness is drawn per (name, seed)).
+        reference: the real images the distances are measured against; None: the held-out test
+            set (``real_split``: the other half of the held-out scans).
     """
 
     name: str
     images: np.ndarray
     compared: np.ndarray
+    seed: int = 0
+    reference: np.ndarray | None = None
 
 
 @dataclass
@@ -44,3 +50,11 @@ class Context:
     device: Any
     seed: Callable[..., int]
     cache: dict = field(default_factory=dict)
+
+    def reference(self, subject: Subject) -> np.ndarray:
+        """The real images ``subject`` is compared with."""
+        return self.test if subject.reference is None else subject.reference
+
+    def row_seed(self, metric: str, subject: Subject) -> int:
+        """A stable seed for one metric of one row (method and training seed)."""
+        return self.seed(metric, subject.name, subject.seed)

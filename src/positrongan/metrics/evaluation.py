@@ -15,7 +15,7 @@ import pandas as pd
 from ..io import atomic_path, save_npz, write_text
 from ..report import figures, table
 from . import Context, Subject, evaluate, fid, swd
-from .inputs import load_real, load_samples
+from .inputs import load_real, load_samples, split_half
 from .msssim import MSSSIMSettings
 
 log = logging.getLogger(__name__)
@@ -82,40 +82,63 @@ def run_evaluation(
     table_md: str | Path,
     grid_png: str | Path,
     reference_npz: str | Path | None = None,
+    seeds: list[int] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Score every method against the held-out real images and write the outputs.
+    """Score every (method, seed) against the held-out real images and write the outputs.
+
+    Two real floors are evaluated once per seed (their spread is the metrics' own sampling
+    noise): ``real`` (the training images against the held-out test images) and ``real_split``
+    (one half of the held-out scans against the other, :func:`split_half`).
 
     Params:
         dataset: dataset/positron.npz.
-        samples: samples/{method}.npz files.
-        methods: training.methods (row order; each needs a file).
+        samples: samples/{method}_seed{seed}.npz files.
+        methods: method rows, training.methods then the training.variants names (each
+            (method, seed) needs a file).
         ev: the ``evaluation`` config section.
         device: torch device.
         seed: stable seed from names, e.g. ``seed("swd", "ours")``.
         metrics_csv, table_md, grid_png: outputs.
         reference_npz: output, the held-out reference statistics (:func:`reference_statistics`);
             None writes none.
+        seeds: training.seeds (default [0]).
+        labels: method -> table label (default: the registry's labels, else the name).
     Returns:
         The metrics table (also written to ``metrics_csv``).
     """
     train, test = load_real(dataset)
     size = test.shape[-1]
     check_settings(ev, size)
-    sets = load_samples(samples, methods, size, ev["samples"])
+    seeds = [0] if seeds is None else list(seeds)
+    sets = load_samples(samples, methods, size, ev["samples"], seeds)
     ctx = Context(test=test, train=train, ev=ev, device=device, seed=seed)
+    half_a, half_b = split_half(dataset)
 
     rows = []
     for s in sets:
-        row = {"method": s.method, "n_train": len(train)}
-        row.update(evaluate(Subject(s.method, s.images, s.images), ctx))
+        row = {"method": s.method, "seed": s.seed, "n_train": len(train)}
+        row.update(evaluate(Subject(s.method, s.images, s.images, seed=s.seed), ctx))
         row.update({"train_seconds": s.train_seconds, "samples_per_second": s.samples_per_second})
         rows.append(row)
-    # Reference row: the real test images' own diversity and closeness to the training set, and
-    # the distances between the training and the test images.
-    real = {"method": "real", "n_train": len(train)}
-    real.update(evaluate(Subject("real", test, train), ctx))
-    real.update({"train_seconds": None, "samples_per_second": None})
-    rows.append(real)
+    # The real floors: the test images' own diversity and closeness to the training set with the
+    # distances between the training and the test images; and one half of the held-out scans
+    # against the other.
+    real_rows = []
+    for sd in seeds:
+        real = {"method": "real", "seed": sd, "n_train": len(train)}
+        real.update(evaluate(Subject("real", test, train, seed=sd), ctx))
+        real_rows.append(real)
+        half = {"method": "real_split", "seed": sd, "n_train": len(train)}
+        if len(half_a) >= 2 and len(half_b) >= 2:
+            half.update(evaluate(Subject("real_split", half_a, half_a, seed=sd, reference=half_b), ctx))
+        else:
+            log.warning("fewer than 2 test images in a half of the held-out scans: no split-half floor")
+        rows += [real, half]
+    for r in rows:
+        r.setdefault("train_seconds", None)
+        r.setdefault("samples_per_second", None)
+    real = real_rows[0]
     df = pd.DataFrame(rows)
 
     with atomic_path(metrics_csv) as tmp:
@@ -136,11 +159,14 @@ def run_evaluation(
         },
         "fid_status": status,
         "weights_path": fid.weights_path(),
+        "labels": labels or {},
+        "c2st_epochs": ev["c2st_epochs"],
     }
     write_text(table_md, table.render(df, meta))
+    names = {**table.NAMES, **(labels or {})}
     grid_rows = [(table.NAMES["real"], figures.spread(test, ev["grid_samples"]))]
-    by_name = {s.method: s.images for s in sets}
-    grid_rows += [(table.NAMES.get(m, m), by_name[m]) for m in table.order(methods)]
+    by_name = {s.method: s.images for s in reversed(sets)}  # the first seed's samples
+    grid_rows += [(names.get(m, m), by_name[m]) for m in table.order(methods)]
     figures.sample_grid(grid_rows, grid_png, ev["grid_samples"])
     log.info(
         "evaluated %d method(s) against %d test images; wrote %s, %s, %s",

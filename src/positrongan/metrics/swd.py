@@ -79,24 +79,29 @@ def check_settings(size: int, ev: dict) -> None:
         )
 
 
-def sliced_wasserstein(real: np.ndarray, fake: np.ndarray, ev: dict, seed: int) -> dict:
+def sliced_wasserstein(
+    real: np.ndarray, fake: np.ndarray, ev: dict, seed: int, projection_seed: int | None = None
+) -> dict:
     """SWD between two image sets at every pyramid level.
 
     Params:
         real, fake: (N, S, S) and (M, S, S) in [0, 1].
         ev: the ``evaluation`` config section (swd_patches, swd_projections, swd_patch_size, swd_min_size).
-        seed: patch sampling and projection seed.
+        seed: patch sampling seed (and the projections' when ``projection_seed`` is None).
+        projection_seed: the seed of the random projections. The evaluation passes one value
+            for every row, so rows differ by their images and patches, not by their projections.
     Returns:
         ``{"swd": mean over levels x 1e3, "swd_levels": {size: value x 1e3}}``.
     """
     check_settings(real.shape[-1], ev)
     rng = np.random.default_rng(seed)
-    proj_seed = int(rng.integers(0, 2**31 - 1))
+    proj_seed = int(rng.integers(0, 2**31 - 1)) if projection_seed is None else projection_seed % (2**31 - 1)
     per_level = {}
     for lr, lf in zip(laplacian_pyramid(real, ev["swd_min_size"]), laplacian_pyramid(fake, ev["swd_min_size"])):
         dr = _patches(lr, ev["swd_patches"], ev["swd_patch_size"], rng)
         df = _patches(lf, ev["swd_patches"], ev["swd_patch_size"], rng)
-        # Same projections for every level and every method: differences are not projection noise.
+        # Same projections for every level (and, given projection_seed, every row): differences
+        # are not projection noise.
         d = ot.sliced_wasserstein_distance(dr, df, n_projections=ev["swd_projections"], p=1, seed=proj_seed)
         per_level[int(lr.shape[-1])] = 1e3 * float(d)
     return {"swd": float(np.mean(list(per_level.values()))), "swd_levels": per_level}

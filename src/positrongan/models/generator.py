@@ -108,6 +108,7 @@ class MemoryGenerator(nn.Module):
         noise_dim: extra N(0, I) noise concatenated to [z; c].
         image_size, channels, growth, layers: see :class:`DenseGenerator`.
         train_memory: make the memory a parameter.
+        memory_mode: ``attention``, ``mean`` or ``none`` (see :class:`AttentionMemory`).
     """
 
     def __init__(
@@ -120,9 +121,10 @@ class MemoryGenerator(nn.Module):
         growth: int,
         layers: int,
         train_memory: bool = False,
+        memory_mode: str = "attention",
     ):
         super().__init__()
-        self.attention = AttentionMemory(latent_dim, memory, trainable=train_memory)
+        self.attention = AttentionMemory(latent_dim, memory, trainable=train_memory, mode=memory_mode)
         self.noise_dim = noise_dim
         self.latent_dim = latent_dim
         self.dense = DenseGenerator(self.attention.out_dim + noise_dim, image_size, channels, growth, layers)
@@ -135,6 +137,7 @@ class MemoryGenerator(nn.Module):
             "growth": growth,
             "layers": layers,
             "train_memory": train_memory,
+            "memory_mode": memory_mode,
         }
 
     def forward(self, z: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

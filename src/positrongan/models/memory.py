@@ -21,10 +21,17 @@ class AttentionMemory(nn.Module):
             standard deviation over the memory) so the scores start on a unit scale whatever
             the PCA coefficients' range.
         trainable: make the (whitened) memory a parameter.
+        mode: ``attention`` (eq. 6), ``mean`` (c = the mean memory vector, i.e. uniform
+            attention; ablation) or ``none`` (c = 0, the same input shape; ablation).
     """
 
-    def __init__(self, latent_dim: int, memory: torch.Tensor, trainable: bool = False):
+    MODES = ("attention", "mean", "none")
+
+    def __init__(self, latent_dim: int, memory: torch.Tensor, trainable: bool = False, mode: str = "attention"):
         super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
         memory = torch.as_tensor(memory, dtype=torch.float32)
         if memory.ndim != 2 or memory.shape[0] < 1:
             raise ValueError(f"memory must be (M, k) with M >= 1, got {tuple(memory.shape)}")
@@ -52,6 +59,9 @@ class AttentionMemory(nn.Module):
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Params: z (B, d). Returns: ([z; c] (B, d + k), attention weights (B, M))."""
-        a = self.attention(z)
-        c = a @ self.memory
+        if self.mode == "attention":
+            a = self.attention(z)
+        else:
+            a = z.new_full((z.shape[0], self.memory.shape[0]), 1.0 / self.memory.shape[0])
+        c = a @ self.memory if self.mode != "none" else z.new_zeros(z.shape[0], self.feature_dim)
         return torch.cat([z, c], dim=1), a

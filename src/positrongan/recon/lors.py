@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError
 from ..geometry.scanner import Scanner
-from ..simulate.rootio import open_tree
+from ..rootfile import open_tree
 
 log = logging.getLogger(__name__)
 

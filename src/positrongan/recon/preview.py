@@ -4,6 +4,7 @@ ground truth, the central sinogram, and the log-likelihood per iteration."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -11,6 +12,55 @@ from ..geometry.phantom import DEFECT_LABELS
 from ..io import atomic_path
 
 OUTLINE_COLOURS = {"crack": "#00e5ff", "pit": "#76ff03", "blockage": "#ffffff", "bubble": "#2979ff"}
+
+
+def method_label(recon: Mapping, recon_cfg: Mapping, fraction: float = 1.0) -> str:
+    """How the image was made, e.g. ``3D OSEM 5 it x 4 subsets, 0.1 of the counts, 5 mm filter``
+    (the preview's title and the DICOM series description).
+
+    Params:
+        recon: the arrays of ``recon/{scan}.npz`` (``iterations``, ``subsets``).
+        recon_cfg: the ``reconstruction`` section.
+        fraction: the kept fraction of the counts (short-scan twin; 1: all).
+    """
+    label = f"{recon_cfg['mode'].upper()} {recon_cfg['algorithm'].upper()} {int(recon['iterations'])} it"
+    label += f" x {int(recon['subsets'])} subsets"
+    if fraction < 1:
+        label += f", {fraction:g} of the counts"
+    if recon_cfg["postfilter_fwhm_mm"] > 0:
+        label += f", {recon_cfg['postfilter_fwhm_mm']:g} mm filter"
+    return label
+
+
+def write_scan_preview(
+    path: str | Path, scan: str, recon: Mapping, label: str, truth: Mapping[str, np.ndarray] | None
+) -> None:
+    """The preview of one scan's reconstruction, titled with the scan, the method, the corrections
+    applied and the counts.
+
+    Params:
+        path: output PNG.
+        scan: scan id.
+        recon: the arrays of ``recon/{scan}.npz``.
+        label: :func:`method_label`.
+        truth: the scan's truth maps (``activity``, optionally ``defects``), or None.
+    """
+    corr = ", ".join(c for c, on in (("AC", recon["attenuation_corrected"]), ("RC", recon["randoms_corrected"])) if on)
+    title = (
+        f"{scan}: {label}{' + ' + corr if corr else ''}; {int(recon['prompts'])} prompts, "
+        f"{int(recon['delayed'])} delayed"
+    )
+    write_preview(
+        path,
+        recon["image"],
+        recon["voxel_mm"],
+        recon["origin_mm"],
+        recon["sinogram"],
+        recon["loglik"],
+        title,
+        truth=None if truth is None else truth["activity"],
+        defects=None if truth is None else truth.get("defects"),
+    )
 
 
 def write_preview(

@@ -1,18 +1,26 @@
 """metrics.csv -> table.md, laid out like the paper's Table 1 (METHOD, MS-SSIM, FID) with our
-extra columns: KID, SWD, memorisation, training time and sampling speed, N beside every distance."""
+extra columns: KID, SWD, C2ST, memorisation, training time and sampling speed, N beside every
+distance. metrics.csv holds one row per (method, training seed); the table shows per method the
+mean and the 95 % Student-t interval over the seeds (one seed: the single value, n=1)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ..train.registry import METHODS
 
 # Row order and names come from the method registry (the paper's Table 1 order), then the
 # real reference row.
 ORDER = list(METHODS)
-NAMES = {name: spec.label for name, spec in METHODS.items()} | {"real": "Real (held-out test)"}
+FLOORS = ["real", "real_split"]
+NAMES = {name: spec.label for name, spec in METHODS.items()} | {
+    "real": "Real floor: train vs held-out",
+    "real_split": "Real floor: held-out split-half",
+}
 PAPER = "MS-SSIM: VAE 0.0485, DCGAN 0.0522, WGAN 0.0567, Ours 0.0694; FID: DCGAN 15.2, WGAN 27.5, Ours 52.8"
 
 COLUMNS = [
@@ -21,9 +29,11 @@ COLUMNS = [
     "FID ↓",
     "KID ×10³ ↓",
     "SWD ×10³ ↓",
+    "C2ST acc. (0.5 best)",
     "nearest-train MS-SSIM",
     "train time (s)",
     "samples/s",
+    "seeds",
 ]
 
 
@@ -31,51 +41,90 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _num(value, fmt: str) -> str:
-    return "–" if _missing(value) else format(float(value), fmt)
+def mean_ci(values) -> tuple[float, float | None, int]:
+    """Mean and half-width of the two-sided 95 % Student-t interval of the mean.
+
+    Params:
+        values: one value per seed (missing ones are dropped).
+    Returns:
+        (mean, half-width or None with fewer than 2 values, n). NaN mean when no value.
+    """
+    v = np.array([float(x) for x in values if not _missing(x)], dtype=np.float64)
+    if len(v) == 0:
+        return math.nan, None, 0
+    if len(v) == 1:
+        return float(v[0]), None, 1
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()), half, len(v)
 
 
-def _n(row) -> str:
-    return f"(N={int(row['n_images'])}/{int(row['n_test'])})"
+def _stat(rows: pd.DataFrame, column: str, fmt: str, scale: float = 1.0) -> str:
+    if column not in rows:
+        return "–"
+    mean, half, n = mean_ci(rows[column] * scale if rows[column].dtype != object else rows[column])
+    if n == 0:
+        return "–"
+    return format(mean, fmt) if half is None else f"{format(mean, fmt)} ± {format(half, fmt)}"
 
 
-def _row(row: pd.Series) -> list[str]:
-    status = row.get("fid_status")
+def _n(rows: pd.DataFrame, images: str = "n_images", ref: str = "n_test") -> str:
+    first = rows.iloc[0]
+    if _missing(first.get(images)):
+        return ""
+    return f" (N={int(first[images])}/{int(first[ref])})"
+
+
+def _row(rows: pd.DataFrame, names: dict[str, str]) -> list[str]:
+    """One method's cells from its rows (one per seed)."""
+    first = rows.iloc[0]
+    status = first.get("fid_status")
     if status == "ok":
-        fid = f"{row['fid']:.1f} {_n(row)}"
-        kid = f"{1e3 * row['kid']:.2f} ± {1e3 * row['kid_std']:.2f} (N={int(row['kid_subset_size'])})"
+        fid = _stat(rows, "fid", ".1f") + _n(rows)
+        if len(rows) == 1:
+            kid = f"{1e3 * first['kid']:.2f} ± {1e3 * first['kid_std']:.2f} (N={int(first['kid_subset_size'])})"
+        else:
+            kid = _stat(rows, "kid", ".2f", 1e3) + f" (N={int(first['kid_subset_size'])})"
     else:
-        fid = kid = str(status)
+        fid = kid = "–" if _missing(status) else str(status)
+    c2st = _stat(rows, "c2st", ".3f")
+    if "c2st_n" in rows and not _missing(first.get("c2st_n")):
+        c2st += f" (N={int(first['c2st_n'])}+{int(first['c2st_n'])})"
     return [
-        NAMES.get(row["method"], row["method"]),
-        f"{row['msssim']:.4f}",
+        names.get(first["method"], first["method"]),
+        _stat(rows, "msssim", ".4f"),
         fid,
         kid,
-        f"{row['swd']:.1f} {_n(row)}",
-        f"{row['nearest_train_msssim']:.4f}",
-        _num(row.get("train_seconds"), ".0f"),
-        _num(row.get("samples_per_second"), ".0f"),
+        _stat(rows, "swd", ".1f") + _n(rows),
+        c2st,
+        _stat(rows, "nearest_train_msssim", ".4f"),
+        _stat(rows, "train_seconds", ".0f"),
+        _stat(rows, "samples_per_second", ".0f"),
+        f"n={len(rows)}",
     ]
 
 
 def order(methods: list[str]) -> list[str]:
-    """``methods`` in the table's row order: registered methods first, then any other, then ``real``."""
+    """``methods`` in the table's row order: registered methods first, then any other (the
+    variants, in their order), then the real floors."""
     known = [m for m in ORDER if m in methods]
-    return known + [m for m in methods if m not in ORDER and m != "real"] + (["real"] if "real" in methods else [])
+    return known + [m for m in methods if m not in ORDER and m not in FLOORS] + [f for f in FLOORS if f in methods]
 
 
 def render(df: pd.DataFrame, meta: dict) -> str:
     """The Markdown table and its notes.
 
     Params:
-        df: metrics.csv as a DataFrame (one row per method plus ``real``).
+        df: metrics.csv as a DataFrame (one row per method and seed, plus the floors ``real``
+            and ``real_split``; a frame without a ``seed`` column is one seed).
         meta: ``size`` (px), ``n_train``, ``n_test``, ``msssim`` (scales, window, sigma),
-            ``swd`` (levels, patches, projections, patch size), ``fid_status``, ``weights_path``.
+            ``swd`` (levels, patches, projections, patch size), ``fid_status``, ``weights_path``;
+            optionally ``labels`` (method -> row label, for the variants) and ``c2st_epochs``.
     Returns:
         Markdown text.
     """
-    methods = list(df["method"])
-    rows = [_row(df[df["method"] == m].iloc[0]) for m in order(methods)]
+    methods = list(dict.fromkeys(df["method"]))
+    names = {**NAMES, **meta.get("labels", {})}
+    rows = [_row(df[df["method"] == m], names) for m in order(methods)]
     lines = [
         "# Evaluation: generated vs held-out real positron images",
         "",
@@ -91,6 +140,12 @@ def render(df: pd.DataFrame, meta: dict) -> str:
     lines += [
         "",
         (
+            "- **Seeds**: each method is trained once per seed (`seeds` column, n); a cell is the mean and, "
+            "for n > 1, ± the half-width of the 95 % Student-t interval of the mean over the seeds (a single "
+            "value when n = 1: no interval can be given). The real floors are repeated per seed with the "
+            "metrics' own random draws, so their spread is the metrics' sampling noise."
+        ),
+        (
             "- **MS-SSIM**: mean over random pairs of distinct images of one set (diversity; lower is more "
             "diverse); a generator should come close to the real test set's own value (last row). "
             f"{ms['scales']} scales, {ms['window']}-tap Gaussian window (sigma {ms['sigma']}), Wang et al.'s "
@@ -104,16 +159,22 @@ def render(df: pd.DataFrame, meta: dict) -> str:
         (
             f"- **SWD**: sliced Wasserstein distance of {sw['patch_size']}x{sw['patch_size']} Laplacian-pyramid "
             f"patches (Karras et al. 2017), mean over levels {sw['levels']} px, {sw['patches']} patches per level "
-            f"and set, {sw['projections']} projections."
+            f"and set, {sw['projections']} projections (one set of projections for every row)."
         ),
         (
             "- **nearest-train MS-SSIM**: for each image, the highest MS-SSIM against any training image, averaged "
             "(memorisation: near 1 means copies of the training set; compare with the real test images' value)."
         ),
         (
-            "- **Real (held-out test)**: MS-SSIM and nearest-train MS-SSIM of the test images themselves; its "
-            "distances compare the training images with the test images, the floor a generator of the training "
-            "distribution can reach at this N."
+            "- **C2ST**: held-out accuracy of a small CNN (3 strided conv layers) telling the samples from the "
+            f"real reference, trained {meta.get('c2st_epochs', '?')} epochs on one half of N+N images and "
+            "scored on the other, both ways (0.5 = indistinguishable, 1 = every image gives itself away)."
+        ),
+        (
+            "- **Real floor: train vs held-out**: MS-SSIM and nearest-train MS-SSIM of the test images themselves; "
+            "its distances compare the training images with the test images, the floor a generator of the "
+            "training distribution can reach at this N. **Real floor: held-out split-half**: one half of the "
+            "held-out scans against the other (N = the two halves)."
         ),
     ]
     if meta["fid_status"] != "ok":

@@ -34,18 +34,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import numpy as np
 
 from ..geometry.phantom import TubePhantom
 from ..geometry.scanner import Scanner
 from . import materials as mat
+from .settings import FWHM_TO_SIGMA, Acquisition, Digitizer
 
 log = logging.getLogger(__name__)
 
 C_MM_PER_NS = 299.792458
-FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 POSITRON_RANGE_MEAN_MM = 0.6  # F-18 in water (Cal-Gonzalez et al. 2013: mean 0.57 mm)
 MAX_CRYSTAL_INTERACTIONS = 6  # 30 instead changes the singles in the window by 1e-4 (measured)
 PHOTON_MEV = 0.51099895
@@ -83,21 +83,22 @@ class FastEngine:
     Params:
         tube: the phantom of this scan.
         scanner: the scanner.
-        phantom_cfg, digitizer_cfg, simulation_cfg: the config sections.
+        digitizer: the digitizer settings.
+        acquisition: activity, duration and transport settings.
     """
 
-    def __init__(
-        self, tube: TubePhantom, scanner: Scanner, phantom_cfg: Mapping, digitizer_cfg: Mapping, simulation_cfg: Mapping
-    ):
+    # The engine knows each photon's phantom interactions: trues and scatters are separable.
+    separates_scatter = True
+
+    def __init__(self, tube: TubePhantom, scanner: Scanner, digitizer: Digitizer, acquisition: Acquisition):
         self.tube = tube
         self.scanner = scanner
-        self.pcfg = phantom_cfg
-        self.dcfg = digitizer_cfg
-        self.scfg = simulation_cfg
-        self.table = mat.MaterialTable(tube.materials, rayleigh=simulation_cfg["rayleigh"])
-        self.rayleigh = mat.RayleighSampler(tube.materials) if simulation_cfg["rayleigh"] else None
+        self.digitizer = digitizer
+        self.acq = acquisition
+        self.table = mat.MaterialTable(tube.materials, rayleigh=acquisition.rayleigh)
+        self.rayleigh = mat.RayleighSampler(tube.materials) if acquisition.rayleigh else None
         self.crystal = mat.MaterialTable([scanner.crystal_material], rayleigh=False)
-        lo_mev = digitizer_cfg["energy_window_kev"][0] / 1000.0
+        lo_mev = digitizer.energy_window_kev[0] / 1000.0
         self.e_cut = max(lo_mev - 5.0 * self.energy_sigma(lo_mev), mat.E_MIN_MEV)
         self.r_bound = tube.bounding_radius_mm
         self.h_bound = tube.length_mm / 2 + 1.0
@@ -109,8 +110,26 @@ class FastEngine:
 
     def energy_sigma(self, e_mev: np.ndarray | float) -> np.ndarray:
         """Energy resolution sigma (MeV): FWHM = resolution x sqrt(E_ref E)."""
-        res = self.dcfg["energy_resolution"]
-        return res * np.sqrt(self.dcfg["energy_reference_mev"] * np.asarray(e_mev)) * FWHM_TO_SIGMA
+        return self.digitizer.energy_sigma(e_mev)
+
+    # ---- the driver's interface ---------------------------------------------------------------
+
+    def compile(self) -> None:
+        """Nothing to compile (the interface of :class:`.fast_numba.NumbaEngine`)."""
+
+    @property
+    def expected_chunks(self) -> int:
+        """Chunks a scan of the expected number of decays takes (for the progress bar)."""
+        return max(1, math.ceil(self.acq.expected_decays / self.acq.chunk_decays))
+
+    def chunks(self, rng: np.random.Generator) -> Iterator[tuple[dict[str, np.ndarray], float, int]]:
+        """The whole scan as chunks of singles, for :func:`.driver.run_engine`.
+
+        Yields:
+            (singles of the next chunk of decays, the time (ns) up to which every single of the
+            scan has now been yielded, the number of decays in the chunk).
+        """
+        yield from fast_chunks(self, rng)
 
     # ---- sources ------------------------------------------------------------------------------
 
@@ -120,9 +139,9 @@ class FastEngine:
         A Poisson process of rate A on [0, T] (exponential gaps), so the total is Poisson(A T)
         and the chunks come in time order (needed to stream the coincidence sorter).
         """
-        rate_per_ns = self.pcfg["activity_bq"] * 1e-9
-        t_end = self.pcfg["acquisition_s"] * 1e9
-        chunk = self.scfg["chunk_decays"]
+        rate_per_ns = self.acq.activity_bq * 1e-9
+        t_end = self.acq.acquisition_s * 1e9
+        chunk = self.acq.chunk_decays
         t = 0.0
         while True:
             times = t + np.cumsum(rng.standard_exponential(chunk) / rate_per_ns)
@@ -156,12 +175,12 @@ class FastEngine:
         n = times.size
         src = self.tube.sample_fluid(n, rng)
         ann = src
-        if self.pcfg["positron_range"]:
+        if self.acq.positron_range:
             length = rng.gamma(2.0, POSITRON_RANGE_MEAN_MM / 2.0, n)
             ann = src + mat.isotropic(n, rng) * length[:, None]
         st = np.empty((10, 2 * n))
         u1 = mat.isotropic_uvw(n, rng)
-        sigma = math.radians(self.scfg["acollinearity_fwhm_deg"]) * FWHM_TO_SIGMA
+        sigma = math.radians(self.acq.acollinearity_fwhm_deg) * FWHM_TO_SIGMA
         st[3:6, :n] = u1
         if sigma > 0:
             dev = np.hypot(rng.normal(0, sigma, n), rng.normal(0, sigma, n))
@@ -211,7 +230,7 @@ class FastEngine:
             (the state (10, m) of the m photons that left the bounding cylinder, positioned on it,
             in the order they left; the photon indices of those lost in the phantom).
         """
-        max_orders = self.scfg["max_scatter_orders"]
+        max_orders = self.acq.max_scatter_orders
         st = box.pop()
         # The photons that leave, in the order they leave, written into one preallocated block.
         out = np.empty_like(st)
@@ -370,9 +389,9 @@ class FastEngine:
         decay = out[9].take(row).astype(np.int64) % n
         edep = det["edep"]
         e_blur = edep + rng.standard_normal(row.size) * self.energy_sigma(edep)
-        t_sigma = self.dcfg["time_resolution_ps"] * 1e-3 * FWHM_TO_SIGMA
+        t_sigma = self.digitizer.time_sigma_ns
         t = times.take(decay) + det["path"] / C_MM_PER_NS + rng.standard_normal(row.size) * t_sigma
-        lo, hi = (v / 1000.0 for v in self.dcfg["energy_window_kev"])
+        lo, hi = self.digitizer.energy_window_mev
         keep = np.flatnonzero((e_blur >= lo) & (e_blur <= hi))
         cid = det["crystal"].take(keep)
         dk = decay.take(keep)
@@ -395,6 +414,21 @@ class FastEngine:
 
 
 NumpyEngine = FastEngine  # the name ``simulation.kernel: numpy`` refers to
+
+
+def fast_chunks(engine, rng: np.random.Generator) -> Iterator[tuple[dict[str, np.ndarray], float, int]]:
+    """Decay chunks of a fast engine (numpy or numba) turned into singles, each with the time up
+    to which the scan's singles are complete.
+
+    Singles of later decays can precede their decay time only by the time blur: with 10 sigma of
+    guard, no later single can fall before ``last decay time - guard``.
+    """
+    guard_ns = 1.0 + 10.0 * engine.digitizer.time_resolution_ps * 1e-3 * FWHM_TO_SIGMA
+    decays = 0
+    for times in engine.decay_chunks(rng):
+        singles = engine.simulate_chunk(times, decays, rng)
+        decays += times.size
+        yield singles, float(times[-1]) - guard_ns, times.size
 
 
 # ---- ray geometry (vectorised) ------------------------------------------------------------------

@@ -27,7 +27,7 @@ environment, then well under a second to load).
 from __future__ import annotations
 
 import math
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import numpy as np
 from numba import njit
@@ -35,7 +35,16 @@ from numba import njit
 from ..geometry.phantom import DEFECT_LABELS, FLUID, TubePhantom
 from ..geometry.scanner import Scanner
 from . import materials as mat
-from .fast import C_MM_PER_NS, FWHM_TO_SIGMA, MAX_CRYSTAL_INTERACTIONS, PHOTON_MEV, POSITRON_RANGE_MEAN_MM, Photons
+from .fast import (
+    C_MM_PER_NS,
+    MAX_CRYSTAL_INTERACTIONS,
+    PHOTON_MEV,
+    POSITRON_RANGE_MEAN_MM,
+    FastEngine,
+    Photons,
+    fast_chunks,
+)
+from .settings import FWHM_TO_SIGMA, Acquisition, Digitizer
 
 # The kernels allocate nothing, so they run without numba's reference counting (_nrt=False): with
 # it, arrays handed to the helpers in the loops cost atomic increments and decrements that took
@@ -749,23 +758,23 @@ class NumbaEngine:
     Params:
         tube: the phantom of this scan.
         scanner: the scanner.
-        phantom_cfg, digitizer_cfg, simulation_cfg: the config sections.
+        digitizer: the digitizer settings.
+        acquisition: activity, duration and transport settings.
     """
 
-    def __init__(
-        self, tube: TubePhantom, scanner: Scanner, phantom_cfg: Mapping, digitizer_cfg: Mapping, simulation_cfg: Mapping
-    ):
+    separates_scatter = True
+
+    def __init__(self, tube: TubePhantom, scanner: Scanner, digitizer: Digitizer, acquisition: Acquisition):
         self.tube = tube
         self.scanner = scanner
-        self.pcfg = phantom_cfg
-        self.dcfg = digitizer_cfg
-        self.scfg = simulation_cfg
-        table = mat.MaterialTable(tube.materials, rayleigh=simulation_cfg["rayleigh"])
+        self.digitizer = digitizer
+        self.acq = acquisition
+        table = mat.MaterialTable(tube.materials, rayleigh=acquisition.rayleigh)
         self.cum = np.ascontiguousarray(
             np.stack([table.photo, table.photo + table.compton, table.photo + table.compton + table.rayl])
         )
         self.majorant = np.ascontiguousarray(table.majorant)
-        if simulation_cfg["rayleigh"]:
+        if acquisition.rayleigh:
             ray = mat.RayleighSampler(tube.materials)
             self.cdfs, self.ray_e, self.theta = np.ascontiguousarray(ray.cdfs), ray.energies, ray.theta
         else:
@@ -774,17 +783,17 @@ class NumbaEngine:
         self.cpe = np.ascontiguousarray(crystal.photo[0])
         self.cco = np.ascontiguousarray(crystal.compton[0])
         self.tp, self.df = pack_tube(tube)
-        lo, hi = (v / 1000.0 for v in digitizer_cfg["energy_window_kev"])
+        lo, hi = digitizer.energy_window_mev
         self.e_cut = max(lo - 5.0 * float(self.energy_sigma(lo)), mat.E_MIN_MEV)
         pp = np.zeros(PP_N)
         pp[PP_E_CUT] = self.e_cut
-        pp[PP_MAX_ORDERS] = simulation_cfg["max_scatter_orders"]
-        pp[PP_RAYLEIGH] = float(bool(simulation_cfg["rayleigh"]))
-        pp[PP_ACOL_SIGMA] = math.radians(simulation_cfg["acollinearity_fwhm_deg"]) * FWHM_TO_SIGMA
-        pp[PP_POS_RANGE] = float(bool(phantom_cfg["positron_range"]))
-        pp[PP_RES] = digitizer_cfg["energy_resolution"]
-        pp[PP_EREF] = digitizer_cfg["energy_reference_mev"]
-        pp[PP_T_SIGMA] = digitizer_cfg["time_resolution_ps"] * 1e-3 * FWHM_TO_SIGMA
+        pp[PP_MAX_ORDERS] = acquisition.max_scatter_orders
+        pp[PP_RAYLEIGH] = float(acquisition.rayleigh)
+        pp[PP_ACOL_SIGMA] = math.radians(acquisition.acollinearity_fwhm_deg) * FWHM_TO_SIGMA
+        pp[PP_POS_RANGE] = float(acquisition.positron_range)
+        pp[PP_RES] = digitizer.energy_resolution
+        pp[PP_EREF] = digitizer.energy_reference_mev
+        pp[PP_T_SIGMA] = digitizer.time_sigma_ns
         pp[PP_E_LO], pp[PP_E_HI] = lo, hi
         pp[PP_R_IN], pp[PP_R_OUT] = scanner.inner_radius_mm, scanner.outer_radius_mm
         pp[PP_HALF_AX] = scanner.axial_length_mm / 2
@@ -799,14 +808,17 @@ class NumbaEngine:
 
     def energy_sigma(self, e_mev: np.ndarray | float) -> np.ndarray:
         """Energy resolution sigma (MeV): FWHM = resolution x sqrt(E_ref E)."""
-        res = self.dcfg["energy_resolution"]
-        return res * np.sqrt(self.dcfg["energy_reference_mev"] * np.asarray(e_mev)) * FWHM_TO_SIGMA
+        return self.digitizer.energy_sigma(e_mev)
 
     def decay_chunks(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Decay times (ns) of the whole acquisition in time-ordered chunks (see FastEngine)."""
-        from .fast import FastEngine
-
         return FastEngine.decay_chunks(self, rng)
+
+    expected_chunks = FastEngine.expected_chunks
+
+    def chunks(self, rng: np.random.Generator) -> Iterator[tuple[dict[str, np.ndarray], float, int]]:
+        """The whole scan as chunks of singles (see :meth:`.fast.FastEngine.chunks`)."""
+        yield from fast_chunks(self, rng)
 
     def simulate_chunk(self, times: np.ndarray, first_event: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Simulate the decays at ``times`` and return the singles that pass the digitizer.

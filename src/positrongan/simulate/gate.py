@@ -26,13 +26,14 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..geometry.phantom import AIR, DEPOSIT, FLUID, GAS, WALL, TubePhantom
 from ..geometry.scanner import Scanner
+from .settings import Acquisition, Digitizer
 
 log = logging.getLogger(__name__)
 
@@ -149,20 +150,28 @@ def _write_mhd(path: Path, array: np.ndarray, spacing_mm: float, origin_xyz: np.
     itk.imwrite(image, str(path))
 
 
-def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | Path, require_data: bool = True):
+def build_simulation(
+    tube: TubePhantom,
+    scanner: Scanner,
+    digitizer: Digitizer,
+    acquisition: Acquisition,
+    seed: int,
+    workdir: str | Path,
+    require_data: bool = True,
+):
     """Build (not run) the opengate Simulation of one scan.
 
     Params:
-        cfg: the config (phantom, scanner, digitizer, simulation sections, seed).
-        scan: scan id (names the output and seeds Geant4).
         tube: the scan's phantom.
+        scanner: the scanner.
+        digitizer: the digitizer settings (blurs, window).
+        acquisition: activity, duration, source and physics settings.
+        seed: the scan's Geant4 seed (``derived_seed(cfg, "gate", scan)``).
         workdir: folder for the phantom images and GATE's own ROOT output.
         require_data: check the Geant4 datasets (tests build without them).
     Returns:
         (simulation, path of GATE's singles ROOT file, name of the final singles tree).
     """
-    from ..config import derived_seed
-
     gate = import_opengate(require_data)
     from opengate.geometry.utility import get_circular_repetition
 
@@ -170,12 +179,10 @@ def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | 
     mm, keV, ps, sec, Bq, deg = u.mm, u.keV, u.ps, u.second, u.Bq, u.deg
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    scanner = Scanner.from_config(cfg["scanner"])
-    pcfg, dcfg, scfg = cfg["phantom"], cfg["digitizer"], cfg["simulation"]
 
     sim = gate.Simulation()
-    sim.random_seed = derived_seed(cfg, "gate", scan) % (2**31 - 1)
-    sim.number_of_threads = scfg["gate_threads"]
+    sim.random_seed = seed % (2**31 - 1)
+    sim.number_of_threads = acquisition.gate_threads
     sim.visu = False
     sim.progress_bar = False
     sim.output_dir = str(workdir)
@@ -189,7 +196,7 @@ def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | 
 
     # ---- phantom: voxelised material map and activity map ---------------------------------------
     labels, origin = phantom_label_image(tube)
-    label_path, act_path = workdir / f"{scan}_labels.mhd", workdir / f"{scan}_activity.mhd"
+    label_path, act_path = workdir / "phantom_labels.mhd", workdir / "phantom_activity.mhd"
     _write_mhd(label_path, labels.astype(np.float32), VOXEL_MM, origin)
     _write_mhd(act_path, (labels == FLUID).astype(np.float32), VOXEL_MM, origin)
     phantom = sim.add_volume("Image", "phantom")
@@ -224,7 +231,7 @@ def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | 
     sim.physics_manager.physics_list_name = "G4EmStandardPhysics_option4"
     sim.physics_manager.enable_decay = False
     sim.physics_manager.global_production_cuts.all = 1 * mm
-    if not scfg["rayleigh"]:
+    if not acquisition.rayleigh:
         # The standard EM physics list always includes Rayleigh; say so rather than pretend.
         log.warning("simulation.rayleigh = false is not applied by the gate engine (Geant4's EM list includes it)")
 
@@ -232,21 +239,21 @@ def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | 
     src = sim.add_source("VoxelSource", "fluid_source")
     src.image = str(act_path)
     src.attached_to = phantom.name
-    src.activity = pcfg["activity_bq"] * Bq
+    src.activity = acquisition.activity_bq * Bq
     src.direction.type = "iso"
-    if pcfg["positron_range"]:
+    if acquisition.positron_range:
         src.particle = "e+"
         src.energy.type = "F18"
     else:
         src.particle = "back_to_back"
         src.energy.type = "mono"
         src.energy.mono = 511 * keV
-        src.direction.accolinearity_flag = scfg["acollinearity_fwhm_deg"] > 0
-        src.direction.accolinearity_fwhm = scfg["acollinearity_fwhm_deg"] * deg
-    sim.run_timing_intervals = [[0, pcfg["acquisition_s"] * sec]]
+        src.direction.accolinearity_flag = acquisition.acollinearity_fwhm_deg > 0
+        src.direction.accolinearity_fwhm = acquisition.acollinearity_fwhm_deg * deg
+    sim.run_timing_intervals = [[0, acquisition.acquisition_s * sec]]
 
     # ---- digitizer chain -------------------------------------------------------------------------
-    out = workdir / f"{scan}_gate.root"
+    out = workdir / "gate_singles.root"
     hits = sim.add_actor("DigitizerHitsCollectionActor", "Hits")
     hits.attached_to = crystal.name
     hits.authorize_repeated_volumes = True
@@ -273,8 +280,8 @@ def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | 
     eblur.input_digi_collection = readout.name
     eblur.blur_attribute = "TotalEnergyDeposit"
     eblur.blur_method = "InverseSquare"
-    eblur.blur_resolution = dcfg["energy_resolution"]
-    eblur.blur_reference_value = dcfg["energy_reference_mev"] * 1000 * keV
+    eblur.blur_resolution = digitizer.energy_resolution
+    eblur.blur_reference_value = digitizer.energy_reference_mev * 1000 * keV
     eblur.output_filename = str(out)
     tblur = sim.add_actor("DigitizerBlurringActor", "TimeBlur")
     tblur.attached_to = crystal.name
@@ -282,13 +289,13 @@ def build_simulation(cfg: Mapping, scan: str, tube: TubePhantom, workdir: str | 
     tblur.input_digi_collection = eblur.name
     tblur.blur_attribute = "GlobalTime"
     tblur.blur_method = "Gaussian"
-    tblur.blur_fwhm = dcfg["time_resolution_ps"] * ps
+    tblur.blur_fwhm = digitizer.time_resolution_ps * ps
     tblur.output_filename = str(out)
     window = sim.add_actor("DigitizerEnergyWindowsActor", "EnergyWindow")
     window.attached_to = crystal.name
     window.authorize_repeated_volumes = True
     window.input_digi_collection = tblur.name
-    lo, hi = dcfg["energy_window_kev"]
+    lo, hi = digitizer.energy_window_kev
     window.channels = [{"name": "Singles", "min": lo * keV, "max": hi * keV}]
     window.output_filename = str(out)
     sim.add_actor("SimulationStatisticsActor", "Stats")
@@ -303,29 +310,53 @@ def crystal_ids_from_volume_ids(volume_ids: np.ndarray, scanner: Scanner) -> np.
     return scanner.crystal_id(ring, index).astype(np.int32)
 
 
-def run_gate(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) -> dict:
-    """Run opengate for one scan, then sort and write its singles in the project's schema.
+class GateEngine:
+    """The GATE engine for one scan: runs opengate, then hands its singles to the scan driver.
 
     GATE singles carry no per-photon phantom-scatter count: ``PhantomScatters`` is -1
-    (unknown) and ``SourcePosition`` is GATE's ``EventPosition``; trues/scatters are then not
-    separable and are reported as None.
+    (unknown) and ``SourcePosition`` is GATE's ``EventPosition``; trues and scatters are then
+    not separable (``separates_scatter`` False).
+
+    Params:
+        tube, scanner, digitizer, acquisition: as :func:`build_simulation`.
+        seed: the scan's Geant4 seed.
+        workdir: folder for GATE's temporary files (a temporary folder is made inside it).
+    Raises:
+        ConfigError: opengate or the Geant4 datasets are missing (checked here, before any run).
     """
-    import time
 
-    import uproot
+    separates_scatter = False
+    expected_chunks = 1
 
-    from ..coincidences import StreamSorter
-    from .rootio import open_writer
+    def __init__(
+        self,
+        tube: TubePhantom,
+        scanner: Scanner,
+        digitizer: Digitizer,
+        acquisition: Acquisition,
+        seed: int,
+        workdir: str | Path,
+    ):
+        import_opengate(require_data=True)
+        self.tube, self.scanner, self.digitizer, self.acq = tube, scanner, digitizer, acquisition
+        self.seed = seed
+        self.workdir = Path(workdir)
 
-    import_opengate(require_data=True)
-    scanner = Scanner.from_config(cfg["scanner"])
-    dig = cfg["digitizer"]
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f"gate_{scan}_", dir=Path(root_path).parent) as tmp:
-        sim, out, tree = build_simulation(cfg, scan, tube, tmp)
-        sim.run(start_new_process=True)
-        with uproot.open(out) as f:
-            g = f[tree].arrays(library="np")
+    def compile(self) -> None:
+        """Nothing to compile."""
+
+    def chunks(self, rng: np.random.Generator) -> Iterator[tuple[dict[str, np.ndarray], None, None]]:
+        """The whole scan as one chunk: (singles, None (complete), None (GATE draws the number of
+        decays itself)). ``rng`` is unused: Geant4 is seeded with ``seed``."""
+        import uproot
+
+        with tempfile.TemporaryDirectory(prefix="gate_", dir=self.workdir) as tmp:
+            sim, out, tree = build_simulation(
+                self.tube, self.scanner, self.digitizer, self.acq, self.seed, tmp, require_data=True
+            )
+            sim.run(start_new_process=True)
+            with uproot.open(out) as f:
+                g = f[tree].arrays(library="np")
         n = len(g["GlobalTime"])
         vol = np.asarray(g["PreStepUniqueVolumeID"]).astype(str)
         singles = {
@@ -336,42 +367,10 @@ def run_gate(cfg: Mapping, scan: str, tube: TubePhantom, root_path: str | Path) 
             "PostPosition_Y": g["PostPosition_Y"],
             "PostPosition_Z": g["PostPosition_Z"],
             "PreStepUniqueVolumeID": vol,
-            "CrystalID": crystal_ids_from_volume_ids(vol, scanner),
+            "CrystalID": crystal_ids_from_volume_ids(vol, self.scanner),
             "PhantomScatters": np.full(n, -1, np.int16),
             "SourcePosition_X": g["EventPosition_X"].astype(np.float32),
             "SourcePosition_Y": g["EventPosition_Y"].astype(np.float32),
             "SourcePosition_Z": g["EventPosition_Z"].astype(np.float32),
         }
-    delayed = dig["delayed_window"]
-    sim_cfg = cfg["simulation"]
-    sorter = StreamSorter(
-        dig["coincidence_window_ns"],
-        dig["multiples_policy"],
-        dig["delayed_offset_ns"] if delayed else None,
-        keep_singles=sim_cfg["write_singles"],
-    )
-    with open_writer(
-        root_path,
-        delayed,
-        write_singles=sim_cfg["write_singles"],
-        volume_id_branches=sim_cfg["write_volume_ids"],
-    ) as writer:
-        writer.add(*sorter.push(singles, known_until=None))
-    s = sorter.stats
-    seconds = time.perf_counter() - t0
-    decays = int(round(cfg["phantom"]["activity_bq"] * cfg["phantom"]["acquisition_s"]))
-    return {
-        "decays": decays,
-        "decays_note": "expected value (activity x time); GATE draws the actual number",
-        "singles": s.singles,
-        "prompts": s.prompts,
-        "trues": None,
-        "scatters": None,
-        "trues_and_scatters": s.trues + s.scatters,
-        "randoms": s.randoms,
-        "delayed": s.delayed if delayed else None,
-        "scatter_fraction": None,
-        "randoms_fraction": s.randoms / s.prompts if s.prompts else None,
-        "seconds": seconds,
-        "decays_per_second": decays / max(seconds, 1e-9),
-    }
+        yield singles, None, None

@@ -52,7 +52,9 @@ class OursTrainer(Trainer):
             growth=tcfg["growth_rate"],
             layers=tcfg["dense_layers"],
             train_memory=tcfg["train_memory"],
+            memory_mode=tcfg["memory"],
         ).to(device)
+        self.query = tcfg["query"]
         self.D = PatchDiscriminator(tcfg["d_channels"], depth_for(image_size, tcfg["receptive_field"])).to(device)
         log.info(
             "ours: G %d parameters, PatchGAN D %d parameters, receptive field %d px at %d px",
@@ -78,6 +80,8 @@ class OursTrainer(Trainer):
         options = [("diffaugment", tcfg["diffaugment"]), ("ema", self.ema is not None)]
         options += [("encoder", tcfg["train_encoder"]), ("memory", tcfg["train_memory"])]
         self.variant = "+".join(["ours"] + [name for name, on in options if on])
+        if tcfg["memory"] != "attention" or tcfg["query"] != "ct":
+            self.variant += f" (memory={tcfg['memory']}, query={tcfg['query']})"
 
     @classmethod
     def build(cls, images, tcfg, device, memory=None, latents=None) -> OursTrainer:
@@ -98,8 +102,14 @@ class OursTrainer(Trainer):
     def _aug(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x) if self.augment else x
 
+    def _query(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z from the CT latents, or from N(0, I) for the ``training.query = prior`` ablation."""
+        if self.query == "prior":
+            return prior(n, self.latents.dim, self.device, generator)
+        return self.latents(n, generator)
+
     def _fake(self, n: int) -> torch.Tensor:
-        z = self.latents(n)
+        z = self._query(n)
         noise = torch.randn(n, self.noise_dim, device=self.device) if self.noise_dim else None
         return self.G(z, noise)
 
@@ -148,7 +158,7 @@ class OursTrainer(Trainer):
         G.eval()
         lat_was = self.latents.training
         self.latents.eval()
-        z = self.latents(n, generator)
+        z = self._query(n, generator)
         noise = torch.randn(n, self.noise_dim, generator=generator, device=self.device) if self.noise_dim else None
         out = G(z, noise)
         G.train(was)
@@ -170,6 +180,7 @@ class OursTrainer(Trainer):
             "variant": self.variant,
             "ema": self.ema is not None,
             "diffaugment": self.augment,
+            "query": self.query,
         }
         if isinstance(self.latents, CTEncoderLatents):
             # The fine-tuned encoder's latents replace vae/latents.npz when sampling.

@@ -7,6 +7,11 @@ is kept; a test checks that it lists exactly these names. A new method is one mo
 its :class:`~positrongan.train.loop.Trainer` and one line here. (The CT VAE prior also trains
 as a Trainer on the shared loop, but is no generative method of the positron images: it is
 not listed.)
+
+Variants (``training.variants``: name -> {method, label, set}) are further method rows built
+from a registered method with some training keys replaced (:func:`resolve`): the ablations of
+the paper's ideas (``memory``, ``query``, ``lambda_apg``, ``receptive_field``) are each one
+config line, with no code.
 """
 
 from __future__ import annotations
@@ -52,6 +57,64 @@ METHODS: dict[str, Method] = {
         Method(OursTrainer, "Ours", memory=True),
     )
 }
+
+
+# Keys of ``training`` that say which runs exist, not how one run trains: a variant may not set
+# them, and they are left out of each run's resolved section (so adding a seed or a variant does
+# not change, and rerun, the others).
+RUN_KEYS = ("methods", "variants", "seeds")
+
+
+def run_names(tcfg: dict) -> list[str]:
+    """Every method row to train and evaluate: ``training.methods``, then the names of
+    ``training.variants`` (in their order)."""
+    return list(tcfg["methods"]) + [v for v in tcfg.get("variants", {}) if v not in tcfg["methods"]]
+
+
+def label(tcfg: dict, name: str) -> str:
+    """The table label of a run name: the registry's label, or the variant's (its name by default)."""
+    if name in METHODS:
+        return METHODS[name].label
+    spec = tcfg.get("variants", {}).get(name, {})
+    return spec.get("label") or name
+
+
+def resolve(tcfg: dict, name: str) -> tuple[str, dict]:
+    """The registered method and the ``training`` section of one run name.
+
+    A registered method trains under ``tcfg`` as it is; a variant of ``training.variants``
+    (``{method, label, set}``) under ``tcfg`` with its ``set`` keys replaced. Either way the
+    :data:`RUN_KEYS` are dropped from the returned section.
+
+    Params:
+        tcfg: the validated ``training`` section.
+        name: a registered method or a key of ``training.variants``.
+    Returns:
+        (registered method name, resolved training section).
+    Raises:
+        ConfigError: an unknown name, or a variant whose ``set`` names a run key or an unknown
+            training key or a value the schema refuses.
+    """
+    from ..config import validate
+
+    base = {k: v for k, v in tcfg.items() if k not in RUN_KEYS}
+    if name in METHODS:
+        return name, base
+    variants = tcfg.get("variants", {})
+    if name not in variants:
+        raise ConfigError(
+            f"unknown method {name!r}; known: {', '.join(METHODS)} and training.variants {list(variants)}"
+        )
+    spec = variants[name]
+    over = dict(spec.get("set", {}))
+    bad = [k for k in over if k in RUN_KEYS]
+    if bad:
+        raise ConfigError(f"config key 'training.variants.{name}.set' may not set {bad}")
+    try:
+        merged = validate({"training": {**base, **over}})["training"]
+    except ConfigError as exc:
+        raise ConfigError(f"config key 'training.variants.{name}.set': {exc}") from None
+    return get(spec["method"]).name, {k: v for k, v in merged.items() if k not in RUN_KEYS}
 
 
 def get(name: str) -> Method:

@@ -4,7 +4,9 @@ Trees (docs/contract.md): ``Singles`` with GATE's branch names and units (ns, Me
 ``CrystalID`` and truth branches; ``Coincidences`` with every Singles branch suffixed 1 and 2
 (opengate's sorter convention); ``Delayed`` with the same schema when the delayed window is on.
 ``Singles`` is written only with ``simulation.write_singles`` (GATE users often keep only the
-coincidences; the reconstruction and the short-scan thinning read only the coincidence trees).
+coincidences; the reconstruction and the short-scan thinning read only the coincidence trees), the
+truth branches only with ``simulation.write_truth``. Simulate writes these files, recon and export
+read them: the module sits beside the packages, so none imports another's internals.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from ..errors import ArtifactError
-from ..io import atomic_path
+from .errors import ArtifactError
+from .io import atomic_path
 
 # Singles branches, in file order, with their types. GATE writes doubles; energy and positions
 # are float32 here (1e-5 mm, 1e-7 MeV resolution, far below the detector's) to keep files small;
@@ -35,6 +37,10 @@ SINGLES_BRANCHES: dict[str, object] = {
     "SourcePosition_Y": np.float32,
     "SourcePosition_Z": np.float32,
 }
+
+
+# Monte Carlo truth: no detector records these; written only with ``simulation.write_truth``.
+TRUTH_BRANCHES = ("PhantomScatters", "SourcePosition_X", "SourcePosition_Y", "SourcePosition_Z")
 
 
 def pair_branches(singles: Mapping[str, object] | None = None) -> dict[str, object]:
@@ -108,7 +114,8 @@ class RootWriter:
     Use :func:`open_writer` (a context manager). A string branch (``PreStepUniqueVolumeID``)
     missing from the columns is derived from the matching ``CrystalID`` branch through
     ``volume_ids`` (the id string of every CrystalID), so engines need not carry strings.
-    With ``volume_id_branches`` False the string branches are not written at all.
+    With ``volume_id_branches`` False the string branches are not written at all, with
+    ``truth`` False neither are the :data:`TRUTH_BRANCHES`.
     """
 
     def __init__(
@@ -118,6 +125,7 @@ class RootWriter:
         write_singles: bool = True,
         volume_ids: np.ndarray | None = None,
         volume_id_branches: bool = True,
+        truth: bool = True,
     ):
         import awkward as ak
 
@@ -132,7 +140,9 @@ class RootWriter:
         self.write_singles = write_singles
         self.id_table = volume_id_table(volume_ids) if volume_ids is not None else None
         self.singles_schema = {
-            k: t for k, t in SINGLES_BRANCHES.items() if volume_id_branches or k != "PreStepUniqueVolumeID"
+            k: t
+            for k, t in SINGLES_BRANCHES.items()
+            if (volume_id_branches or k != "PreStepUniqueVolumeID") and (truth or k not in TRUTH_BRANCHES)
         }
         self.pair_schema = pair_branches(self.singles_schema)
         if write_singles:
@@ -180,6 +190,7 @@ def open_writer(
     write_singles: bool = True,
     volume_ids: np.ndarray | None = None,
     volume_id_branches: bool = True,
+    truth: bool = True,
 ) -> Iterator[RootWriter]:
     """Write ``path`` atomically through a :class:`RootWriter`.
 
@@ -192,6 +203,7 @@ def open_writer(
         volume_ids: id string of every CrystalID, to derive ``PreStepUniqueVolumeID`` columns
             that the engine did not produce.
         volume_id_branches: write the ``PreStepUniqueVolumeID`` string branches.
+        truth: write the Monte Carlo truth branches (:data:`TRUTH_BRANCHES`).
     """
     import uproot
 
@@ -199,7 +211,12 @@ def open_writer(
         compression = uproot.ZSTD(compression_level) if compression_level > 0 else None
         with uproot.recreate(tmp, compression=compression) as f:
             yield RootWriter(
-                f, delayed, write_singles=write_singles, volume_ids=volume_ids, volume_id_branches=volume_id_branches
+                f,
+                delayed,
+                write_singles=write_singles,
+                volume_ids=volume_ids,
+                volume_id_branches=volume_id_branches,
+                truth=truth,
             )
 
 
@@ -241,6 +258,12 @@ def open_tree(path: str | Path, tree: str) -> Iterator[object]:
         raise ArtifactError(
             f"{path}: not a readable ROOT file ({type(exc).__name__}: {detail}); it may be truncated or corrupt"
         ) from None
+
+
+def tree_branches(path: str | Path, tree: str) -> set[str]:
+    """The branch names of one tree (errors as :func:`open_tree`)."""
+    with open_tree(path, tree) as t:
+        return set(t.keys())
 
 
 def read_tree(path: str | Path, tree: str, branches: list[str] | None = None) -> dict[str, np.ndarray]:

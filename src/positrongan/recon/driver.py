@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError
+from ..geometry.grid import ReconGrid
 from ..geometry.scanner import Scanner
 from ..io import load_npz, save_npz
 from .attenuation import attenuation_factors, randoms_estimate
@@ -25,16 +26,6 @@ log = logging.getLogger(__name__)
 RANDOMS_SMOOTHING = (3, 5, 3)
 
 
-def grid_geometry(scanner: Scanner, recon_cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel size and the centre of voxel [0, 0, 0], both (z, y, x) in mm."""
-    pix = recon_cfg["fov_mm"] / recon_cfg["grid"]
-    voxel = np.array([scanner.axial_pitch_mm / 2, pix, pix])
-    origin = np.array(
-        [float(scanner.plane_z(0)), -recon_cfg["fov_mm"] / 2 + pix / 2, -recon_cfg["fov_mm"] / 2 + pix / 2]
-    )
-    return voxel, origin
-
-
 def postfilter(image: np.ndarray, voxel_mm: np.ndarray, fwhm_mm: float) -> np.ndarray:
     """3D Gaussian post-filter of FWHM ``fwhm_mm`` (0: the image unchanged)."""
     if fwhm_mm <= 0:
@@ -45,24 +36,23 @@ def postfilter(image: np.ndarray, voxel_mm: np.ndarray, fwhm_mm: float) -> np.nd
     return ndimage.gaussian_filter(image, sigma, mode="constant").astype(np.float32)
 
 
-def load_truth(path: str | Path, scanner: Scanner, recon_cfg: dict) -> dict[str, np.ndarray]:
-    """The truth maps of a scan, checked against the reconstruction grid.
+def load_truth(path: str | Path, grid: ReconGrid) -> dict[str, np.ndarray]:
+    """The truth maps of a scan, checked against the reconstruction grid (the file may come from
+    a simulation run with another config).
 
     Raises:
         ArtifactError: naming the file, when it is unreadable or on another grid.
     """
     truth = load_npz(path, required=("activity", "mu"))
-    want = (scanner.n_planes, recon_cfg["grid"], recon_cfg["grid"])
     for key in ("activity", "mu"):
-        if truth[key].shape != want:
+        if truth[key].shape != grid.shape:
             raise ArtifactError(
-                f"{path}: '{key}' has shape {truth[key].shape}, but the reconstruction grid is {want} "
+                f"{path}: '{key}' has shape {truth[key].shape}, but the reconstruction grid is {grid.shape} "
                 "(scanner.rings and reconstruction.grid must match the simulation's)"
             )
         if not np.isfinite(truth[key]).all():
             raise ArtifactError(f"{path}: '{key}' holds non-finite values")
-    voxel, origin = grid_geometry(scanner, recon_cfg)
-    for key, mine in (("voxel_mm", voxel), ("origin_mm", origin)):
+    for key, mine in (("voxel_mm", grid.voxel_mm), ("origin_mm", grid.origin_mm)):
         if key in truth and not np.allclose(truth[key], mine, atol=1e-3):
             raise ArtifactError(
                 f"{path}: '{key}' = {np.round(truth[key], 4).tolist()} but the reconstruction grid has "
@@ -149,7 +139,8 @@ def reconstruct_scan(
             model, sino, recon_cfg["iterations"], subsets, attenuation=atten, randoms=randoms, device=device
         )
         corrected = (atten is not None, randoms is not None)
-    voxel, origin = grid_geometry(scanner, recon_cfg)
+    grid = ReconGrid.from_config(scanner, recon_cfg)
+    voxel, origin = grid.voxel_mm, grid.origin_mm
     image = postfilter(result.image, voxel, recon_cfg["postfilter_fwhm_mm"])
     out = {
         "image": image,
