@@ -347,7 +347,9 @@ def test_pipeline_writes_the_configured_exports(tmp_path):
     for item in ("Snakefile", "workflow", "config", "profiles", "envs"):
         src = root / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    cfg = {**SMALL, "scans": {"count": 2}, "export": {"formats": ["gate9", "petsird"]}}
+    # config/config.yaml drops the truth branches; GATE 9's sourcePos/comptonPhantom need them.
+    sim = {**SMALL["simulation"], "write_truth": True}
+    cfg = {**SMALL, "scans": {"count": 2}, "simulation": sim, "export": {"formats": ["gate9", "petsird"]}}
     (tmp_path / "exp.yaml").write_text(json.dumps(cfg))
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}

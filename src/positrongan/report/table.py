@@ -147,7 +147,8 @@ def render(df: pd.DataFrame, meta: dict) -> str:
         ),
         (
             "- **MS-SSIM**: mean over random pairs of distinct images of one set (diversity; lower is more "
-            "diverse); a generator should come close to the real test set's own value (last row). "
+            "diverse); a generator should come close to the real test set's own value (row 'Real floor: "
+            "train vs held-out'). "
             f"{ms['scales']} scales, {ms['window']}-tap Gaussian window (sigma {ms['sigma']}), Wang et al.'s "
             "first weights renormalised (pytorch-msssim's 5 scales need images > 160 px)."
         ),
