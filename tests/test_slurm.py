@@ -27,11 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "slurm_tiny.yaml"
 CLUSTER = ROOT / "tests" / "slurm"
 SCANS = ["scan_000", "scan_001", "scan_002"]
+# The tiny config keeps config/config.yaml's short-scan twins (the Snakefile's configfile).
+LOW_COUNT_FRACTIONS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["dataset"]["low_count_fractions"]
 # Every artifact of simulate -> system model -> reconstruct -> dataset, as `rule all` asks them.
 # (Asking only for the dataset would let Snakemake skip a missing reconstruction whose consumer
 # is up to date: a missing intermediate file alone does not make a job run.)
@@ -480,8 +483,9 @@ def test_slurm_run_matches_local_run(cluster, workspace, local_run):
 
     jobs = submitted_jobs(out)
     rules = sorted({rule for _, rule, _ in jobs})
-    # Every job of the pipeline went through sbatch (only `all` runs locally).
-    assert rules == ["build_positron_dataset", "build_system_model", "reconstruct_scan", "save_config", "simulate_scan"]
+    # Every job of the pipeline went through sbatch (only `all` runs locally): the default's 3D
+    # mode needs no system model, and its short-scan twins are jobs of their own.
+    assert rules == ["build_positron_dataset", "reconstruct_lowcount", "reconstruct_scan", "save_config", "simulate_scan"]
     assert sorted(w for _, r, w in jobs if r == "simulate_scan") == SCANS
     # ... and SLURM itself recorded each as COMPLETED.
     states = slurm_states(RUN_ID.search(out).group(1))
@@ -529,13 +533,15 @@ def test_failing_job_is_reported_with_its_logs(cluster, workspace):
 @pytest.mark.slurm
 def test_rerun_resumes_from_finished_artifacts(cluster, workspace, local_run):
     # Put the good file back (as a user would after fixing the cause) and run again: only the
-    # missing reconstruction and what depends on it are submitted; no scan is simulated again.
+    # missing reconstruction, the twins made from the same file, and what depends on them are
+    # submitted; no scan is simulated again.
     shutil.copy2(local_run / "sim" / "scan_001.root", workspace["slurm"] / "results" / "sim" / "scan_001.root")
     res = slurm_run(workspace)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
     jobs = sorted((rule, w) for _, rule, w in submitted_jobs(out))
-    assert jobs == [("build_positron_dataset", ""), ("reconstruct_scan", "scan_001")], jobs
+    twins = [("reconstruct_lowcount", f"scan_001_{f:g}") for f in sorted(LOW_COUNT_FRACTIONS)]
+    assert jobs == [("build_positron_dataset", ""), *twins, ("reconstruct_scan", "scan_001")], jobs
 
     diffs = diff_results(workspace["slurm"] / "results", local_run)
     assert not diffs, diffs
