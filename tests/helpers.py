@@ -104,3 +104,22 @@ def train_args(tmp_path, method, data, extra=()):
         str(out / "samples.png"),
         *SMALL,
     ]
+
+
+def uniform_tube(**overrides):
+    """A straight tube whose wall has the same thickness all round (known path lengths)."""
+    from positrongan.geometry.phantom import TubePhantom
+
+    args = dict(
+        length_mm=100.0,
+        a_mm=30.0,
+        b_mm=20.0,
+        wall_mm=3.0,
+        wall_variation=0.0,
+        wall_phase=0.0,
+        psi=0.0,
+        bend_mm=0.0,
+        bend_direction=0.0,
+        deposit_material="CaCO3",
+    )
+    return TubePhantom(**{**args, **overrides})

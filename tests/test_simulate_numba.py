@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from helpers import uniform_tube
+
 from positrongan import config as configlib
 from positrongan.coincidences import POLICIES, StreamSorter, apply_policy, sorted_pairs, window_pairs
 from positrongan.geometry.phantom import TubePhantom
@@ -31,19 +33,8 @@ from positrongan.simulate.settings import Acquisition, Digitizer
 
 
 def _uniform_tube(**overrides):
-    args = dict(
-        length_mm=200.0,
-        a_mm=50.0,
-        b_mm=50.0,
-        wall_mm=20.0,
-        wall_variation=0.0,
-        wall_phase=0.0,
-        psi=0.0,
-        bend_mm=0.0,
-        bend_direction=0.0,
-        deposit_material="CaCO3",
-    )
-    return TubePhantom(**{**args, **overrides})
+    # A long, thick-walled tube (200 mm, 50 mm radius, 20 mm wall): long known path lengths.
+    return uniform_tube(**{"length_mm": 200.0, "a_mm": 50.0, "b_mm": 50.0, "wall_mm": 20.0, **overrides})
 
 
 def _engine(tube, phantom=None, **sim):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from helpers import uniform_tube
+
 from positrongan import config as configlib
-from positrongan.geometry.phantom import TubePhantom
 from positrongan.geometry.scanner import Scanner
 from positrongan.simulate import materials as mat
 from positrongan.simulate.fast import FastEngine, Photons
@@ -83,23 +84,6 @@ def test_rotation_keeps_the_requested_angle_and_unit_length():
     assert np.allclose(np.sum(out * d, axis=1), cos_t, atol=1e-12)
 
 
-def _uniform_tube(**overrides):
-    """A straight tube whose wall has the same thickness all round (known path lengths)."""
-    args = dict(
-        length_mm=100.0,
-        a_mm=30.0,
-        b_mm=20.0,
-        wall_mm=3.0,
-        wall_variation=0.0,
-        wall_phase=0.0,
-        psi=0.0,
-        bend_mm=0.0,
-        bend_direction=0.0,
-        deposit_material="CaCO3",
-    )
-    return TubePhantom(**{**args, **overrides})
-
-
 def _engine(tube, **sim):
     cfg = configlib.validate(
         {"simulation": {"max_scatter_orders": 0, **sim}, "scanner": {"crystals_per_ring": 96, "rings": 8}}
@@ -126,7 +110,7 @@ def _radial_photons(n, radius, rng):
 def test_unscattered_fraction_through_the_wall_is_beer_lambert(start):
     # A round tube with a uniform 20 mm aluminium wall; photons fly radially outwards. With no
     # scatter followed, a photon survives only if it never interacts: P = exp(-sum mu_i L_i).
-    tube = _uniform_tube(length_mm=200.0, a_mm=50.0, b_mm=50.0, wall_mm=20.0)
+    tube = uniform_tube(length_mm=200.0, a_mm=50.0, b_mm=50.0, wall_mm=20.0)
     eng = _engine(tube)
     rng = np.random.default_rng(11)
     n = 100_000
@@ -143,7 +127,7 @@ def test_unscattered_fraction_through_the_wall_is_beer_lambert(start):
 
 
 def test_scattered_photons_lose_energy_and_are_flagged():
-    tube = _uniform_tube(length_mm=200.0, a_mm=50.0, b_mm=50.0, wall_mm=20.0)
+    tube = uniform_tube(length_mm=200.0, a_mm=50.0, b_mm=50.0, wall_mm=20.0)
     eng = _engine(tube, max_scatter_orders=5, rayleigh=False)
     rng = np.random.default_rng(5)
     ph = eng.transport_phantom(_radial_photons(50_000, 0.0, rng), rng)
@@ -154,7 +138,7 @@ def test_scattered_photons_lose_energy_and_are_flagged():
 
 
 def test_acollinearity_has_the_configured_fwhm():
-    tube = _uniform_tube()
+    tube = uniform_tube()
     eng = _engine(tube, acollinearity_fwhm_deg=0.5)
     rng = np.random.default_rng(9)
     n = 50_000
@@ -166,7 +150,7 @@ def test_acollinearity_has_the_configured_fwhm():
 
 
 def test_positron_range_displaces_annihilations_by_the_f18_mean_range():
-    tube = _uniform_tube()
+    tube = uniform_tube()
     cfg = configlib.validate({"phantom": {"positron_range": True}, "scanner": {"crystals_per_ring": 96, "rings": 8}})
     eng = FastEngine(
         tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
