@@ -32,22 +32,11 @@ def timed(fn, *args, **kw):
 
 def scores(image, truth, cfg):
     """Per-defect CRC/CNR of the post-filtered image (recon/detectability.py), or None."""
-    try:
-        from positrongan.recon.detectability import defect_list, score_defects
-    except ImportError:
+    from positrongan.recon.detectability import score_scan
+
+    rows = score_scan(image, truth, cfg["dataset"])
+    if rows is None:
         return None
-    if "defect_index" not in truth:
-        return None
-    ds = cfg["dataset"]
-    rows = score_defects(
-        image,
-        truth["activity"],
-        truth["mu"],
-        truth["defect_index"],
-        defect_list(truth),
-        ds["image_size"],
-        ds["slice_planes"],
-    )
     return [
         {k: (round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in ("defect", "type", "size_mm", "crc", "cnr")}
         for r in rows

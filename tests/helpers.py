@@ -123,3 +123,19 @@ def uniform_tube(**overrides):
         deposit_material="CaCO3",
     )
     return TubePhantom(**{**args, **overrides})
+
+
+def radial_photons(n, radius, rng):
+    """n 511 keV photons leaving the axis radially in the transverse plane, at ``radius`` mm."""
+    from positrongan.simulate.fast import Photons
+
+    phi = rng.uniform(0, 2 * np.pi, n)
+    d = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)
+    return Photons(
+        pos=d * radius,
+        dir=d.copy(),
+        energy=np.full(n, 0.511),
+        path=np.zeros(n),
+        scatters=np.zeros(n, np.int16),
+        alive=np.ones(n, bool),
+    )

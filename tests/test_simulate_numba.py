@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from helpers import uniform_tube
+from helpers import radial_photons, uniform_tube
 
 from positrongan import config as configlib
 from positrongan.coincidences import POLICIES, StreamSorter, apply_policy, sorted_pairs, window_pairs
@@ -27,7 +27,6 @@ from positrongan.geometry.scanner import Scanner
 from positrongan.rootfile import read_tree
 from positrongan.simulate import fast_numba as fnb
 from positrongan.simulate import materials as mat
-from positrongan.simulate.fast import Photons
 from positrongan.simulate.driver import draw_phantom, run_scan
 from positrongan.simulate.settings import Acquisition, Digitizer
 
@@ -47,19 +46,6 @@ def _engine(tube, phantom=None, **sim):
     )
     return fnb.NumbaEngine(
         tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
-    )
-
-
-def _radial_photons(n, radius, rng):
-    phi = rng.uniform(0, 2 * np.pi, n)
-    d = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)
-    return Photons(
-        pos=d * radius,
-        dir=d.copy(),
-        energy=np.full(n, 0.511),
-        path=np.zeros(n),
-        scatters=np.zeros(n, np.int16),
-        alive=np.ones(n, bool),
     )
 
 
@@ -99,7 +85,7 @@ def test_compiled_unscattered_fraction_through_the_wall_is_beer_lambert(start):
     rng = np.random.default_rng(11)
     n = 200_000
     r0 = 30.0 + 1e-6 if start == "inner_surface" else 0.0
-    ph = eng.transport_phantom(_radial_photons(n, r0, rng), rng)
+    ph = eng.transport_phantom(radial_photons(n, r0, rng), rng)
     mu = {m: mat.cross_sections(m).mu(0.511) for m in ("Al", "Water", "Air")}
     expected = math.exp(-(20.0 * mu["Al"] + (30.0 - r0) * mu["Water"] + 1.0 * mu["Air"]))
     got = ph.alive.mean()
@@ -116,7 +102,7 @@ def test_compiled_slab_transmission_along_the_axis_is_beer_lambert():
     eng = _engine(_uniform_tube(length_mm=100.0))
     rng = np.random.default_rng(2)
     n = 200_000
-    ph = _radial_photons(n, 0.0, rng)
+    ph = radial_photons(n, 0.0, rng)
     ph.pos[:] = [0.0, 0.0, -50.0 + 1e-9]
     ph.dir[:] = [0.0, 0.0, 1.0]
     ph = eng.transport_phantom(ph, rng)
@@ -129,7 +115,7 @@ def test_compiled_slab_transmission_along_the_axis_is_beer_lambert():
 def test_compiled_scattered_photons_lose_energy_and_are_flagged():
     eng = _engine(_uniform_tube(), max_scatter_orders=5, rayleigh=False)
     rng = np.random.default_rng(5)
-    ph = eng.transport_phantom(_radial_photons(50_000, 0.0, rng), rng)
+    ph = eng.transport_phantom(radial_photons(50_000, 0.0, rng), rng)
     scat = ph.alive & (ph.scatters > 0)
     assert scat.sum() > 1000
     assert np.all(ph.energy[scat] < 0.511) and np.all(ph.energy[ph.alive & (ph.scatters == 0)] == 0.511)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from helpers import uniform_tube
+from helpers import radial_photons, uniform_tube
 
 from positrongan import config as configlib
 from positrongan.geometry.scanner import Scanner
 from positrongan.simulate import materials as mat
-from positrongan.simulate.fast import FastEngine, Photons
+from positrongan.simulate.fast import FastEngine
 from positrongan.simulate.settings import Acquisition, Digitizer
 
 
@@ -93,19 +93,6 @@ def _engine(tube, **sim):
     )
 
 
-def _radial_photons(n, radius, rng):
-    phi = rng.uniform(0, 2 * np.pi, n)
-    d = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)
-    return Photons(
-        pos=d * radius,
-        dir=d.copy(),
-        energy=np.full(n, 0.511),
-        path=np.zeros(n),
-        scatters=np.zeros(n, np.int16),
-        alive=np.ones(n, bool),
-    )
-
-
 @pytest.mark.parametrize("start", ["inner_surface", "centre"])
 def test_unscattered_fraction_through_the_wall_is_beer_lambert(start):
     # A round tube with a uniform 20 mm aluminium wall; photons fly radially outwards. With no
@@ -115,7 +102,7 @@ def test_unscattered_fraction_through_the_wall_is_beer_lambert(start):
     rng = np.random.default_rng(11)
     n = 100_000
     r0 = 30.0 + 1e-6 if start == "inner_surface" else 0.0
-    ph = eng.transport_phantom(_radial_photons(n, r0, rng), rng)
+    ph = eng.transport_phantom(radial_photons(n, r0, rng), rng)
     mu_al = mat.cross_sections("Al").mu(0.511)
     mu_w = mat.cross_sections("Water").mu(0.511)
     mu_air = mat.cross_sections("Air").mu(0.511)
@@ -130,7 +117,7 @@ def test_scattered_photons_lose_energy_and_are_flagged():
     tube = uniform_tube(length_mm=200.0, a_mm=50.0, b_mm=50.0, wall_mm=20.0)
     eng = _engine(tube, max_scatter_orders=5, rayleigh=False)
     rng = np.random.default_rng(5)
-    ph = eng.transport_phantom(_radial_photons(50_000, 0.0, rng), rng)
+    ph = eng.transport_phantom(radial_photons(50_000, 0.0, rng), rng)
     scat = ph.alive & (ph.scatters > 0)
     assert scat.sum() > 1000
     assert np.all(ph.energy[scat] < 0.511) and np.all(ph.energy[ph.alive & (ph.scatters == 0)] == 0.511)

@@ -12,7 +12,7 @@ from ..geometry.grid import ReconGrid
 from ..geometry.scanner import Scanner
 from ..recon.preview import method_label, write_scan_preview
 from ..recon.projector import SystemModel, build_system_model, fingerprint
-from ..recon.detectability import defect_list, score_defects
+from ..recon.detectability import score_scan
 from ..recon.detectability import to_json as detectability_json
 from ..recon.driver import load_truth, reconstruct_scan, save_recon
 from ..recon.thinning import fraction_tag
@@ -75,17 +75,8 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     )
     out["scan"] = np.array(args.scan)
     out["device"] = np.array(str(device))
-    if truth is not None and "defect_index" in truth:
-        ds = cfg["dataset"]
-        rows = score_defects(
-            out["image"],
-            truth["activity"],
-            truth["mu"],
-            truth["defect_index"],
-            defect_list(truth),
-            ds["image_size"],
-            ds["slice_planes"],
-        )
+    rows = None if truth is None else score_scan(out["image"], truth, cfg["dataset"])
+    if rows is not None:
         out["detectability"] = detectability_json(rows)
         for row in rows:
             log.info(

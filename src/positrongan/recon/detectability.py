@@ -155,6 +155,22 @@ def score_defects(
     return rows
 
 
+def score_scan(image: np.ndarray, truth: dict, dataset_cfg: dict) -> list[dict] | None:
+    """:func:`score_defects` of a reconstruction against its truth npz at the scale of the
+    ``dataset`` config section; None when the truth has no per-defect index (an older file)."""
+    if "defect_index" not in truth:
+        return None
+    return score_defects(
+        image,
+        truth["activity"],
+        truth["mu"],
+        truth["defect_index"],
+        defect_list(truth),
+        dataset_cfg["image_size"],
+        dataset_cfg["slice_planes"],
+    )
+
+
 def defect_list(truth: dict) -> list[dict]:
     """The defect list stored in a truth npz (``defect_list``, JSON), or [] for an older file."""
     if "defect_list" not in truth:
