@@ -18,6 +18,8 @@ include: "workflow/rules/ct.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/enhance.smk"
+include: "workflow/rules/detect.smk"
 
 
 rule all:

@@ -47,7 +47,10 @@ def series(tmp_path_factory):
     recon = np.load(tmp / "recon.npz")
     files = sorted((tmp / "dicom").glob("*.dcm"))
     assert len(files) == recon["image"].shape[0]
-    return recon["image"].astype(np.float64), recon["voxel_mm"], recon["origin_mm"], files
+    # The series holds Bq/mL: the image times the calibration the recon npz records.
+    assert str(recon["units"]) == "BQML"
+    bqml = recon["image"].astype(np.float64) * float(recon["bqml_per_unit"])
+    return bqml, recon["voxel_mm"], recon["origin_mm"], files
 
 
 def _our_values_at(points_xyz, image, voxel_mm, origin_mm):

@@ -343,3 +343,57 @@ def test_variant_set_is_validated_against_the_training_schema():
             resolve(tcfg, "x")
     with pytest.raises(ConfigError, match="unknown method"):
         resolve(tcfg, "nope")
+
+
+def test_effective_slots_known_answers():
+    from positrongan.models.memory import effective_slots
+
+    assert float(effective_slots(torch.full((3, 8), 1 / 8))) == pytest.approx(8.0)
+    assert float(effective_slots(torch.eye(4))) == pytest.approx(1.0)
+    # Half the mass on each of two slots: exp(ln 2) = 2.
+    assert float(effective_slots(torch.tensor([[0.5, 0.5, 0.0, 0.0]]))) == pytest.approx(2.0)
+
+
+def test_attention_temperature_and_cosine_scores():
+    from positrongan.models.memory import AttentionMemory, effective_slots
+
+    torch.manual_seed(0)
+    memory = torch.randn(50, 8)
+    z = torch.randn(32, 4)
+    base = AttentionMemory(4, memory)
+    sharp = AttentionMemory(4, memory, temperature=0.01)
+    sharp.load_state_dict(base.state_dict())
+    # softmax(s / T) with the same scores: T -> 0 approaches one slot per query.
+    assert float(effective_slots(sharp.attention(z))) < 1.5 < float(effective_slots(base.attention(z)))
+    cos = AttentionMemory(4, memory, normalise=True)
+    cos.load_state_dict(base.state_dict())
+    q = z @ cos.w_a
+    # Cosine scores times sqrt(k) are bounded by sqrt(k) whatever the norms.
+    scores = torch.log(cos.attention(q.new_ones(1, 4) * 1e3)).squeeze()
+    assert float(scores.max() - scores.min()) <= 2 * 8**0.5 + 1e-4
+
+
+def test_summary_reports_attention_and_capacity(tmp_path):
+    images = tiny_set()
+    cfg = small_cfg(iterations=2, wa_lr=1e-2)
+    tr = ours(cfg, images)
+    assert (
+        tr.opts["G"].param_groups[1]["lr"] == 1e-2 and tr.opts["G"].param_groups[1]["params"][0] is tr.G.attention.w_a
+    )
+    blob = train(tr, images, cfg, outputs(tmp_path), seed=0)
+    assert 1.0 <= blob["attention_slots"] <= blob["memory_slots"] == len(images)
+    assert blob["wa_change"] > 0 and blob["g_params"] == sum(p.numel() for p in tr.G.parameters())
+    assert blob["real_images_seen"] == 2 * cfg["batch_size"]
+
+
+def test_train_images_subsample_is_seeded_and_checked():
+    from positrongan.errors import ConfigError
+    from positrongan.train.run import subsample
+
+    x = np.arange(40, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    a, b, c = subsample(x, 10, 0), subsample(x, 10, 0), subsample(x, 10, 1)
+    assert len(a) == 10 and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert len(np.unique(a[:, 0, 0])) == 10  # without replacement
+    assert subsample(x, None, 0) is x
+    with pytest.raises(ConfigError, match="training.train_images"):
+        subsample(x, 41, 0)

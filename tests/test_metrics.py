@@ -405,3 +405,23 @@ def test_c2st_is_chance_for_one_distribution_and_one_for_two():
     # Seeded: the same inputs give the same accuracy.
     a, b = blobs(40), stripes(40)
     assert c2st_accuracy(a, b, 2, seed=3) == c2st_accuracy(a, b, 2, seed=3)
+
+
+def test_detector_feature_metrics_know_identical_and_shifted_sets():
+    from positrongan.detect.train import TYPES
+    from positrongan.detect.unet import SmallUNet
+    from positrongan.metrics.evaluation import DomainMetrics
+
+    torch.manual_seed(0)
+    model = SmallUNet(len(TYPES) + 1, width=4, levels=2).eval()
+    model.topk, model.types, model.thresholds = 4, TYPES, np.full(len(TYPES), 0.5)
+    rng = np.random.default_rng(0)
+    real = rng.random((40, 32, 32)).astype(np.float32) * 0.5
+    dm = DomainMetrics(model, seed=1)
+    same = dm.row(real, real)
+    # A set against itself: zero Fréchet distance, every point inside the other's manifold, the
+    # same defect fractions.
+    assert abs(same["det_fd"]) < 1e-6 and same["det_precision"] == 1.0 and same["det_recall"] == 1.0
+    assert all(same[f"defect_{t}"] == same[f"defect_{t}_ref"] for t in TYPES)
+    shifted = dm.row(real + 0.5, real)
+    assert shifted["det_fd"] > 1e-3 and shifted["det_kid"] > same["det_kid"]

@@ -19,6 +19,13 @@ SCANNER = Scanner(crystals_per_ring=64, rings=8)
 FOV, GRID = 32.0, 16  # 2 mm pixels, planes 2 mm apart (axial pitch 4 mm)
 
 
+def synthetic_singles_rates(n_crystals, *crystal_ids):
+    """A ``SinglesRates`` tree for hand-made ROOT files: four singles per coincidence end plus a
+    floor, so that every crystal's prompts are a plausible fraction of its singles."""
+    counts = 4 * np.bincount(np.concatenate(crystal_ids), minlength=n_crystals) + 50
+    return {"CrystalID": np.arange(n_crystals, dtype=np.int32), "Counts": counts.astype(np.int64)}
+
+
 def projector(dtype=torch.float64, subsets=1, **kw):
     return RingProjector3D(SCANNER, FOV, GRID, 0.0, subsets=subsets, dtype=dtype, **kw)
 
@@ -243,6 +250,8 @@ def test_axial_resolution_of_a_point_source_is_no_worse_than_the_2d_mode():
         "subsets": 1,
         "iterations": 20,
         "randoms_correction": False,
+        "scatter_correction": False,
+        "scatter_updates": [],
         "step_voxels": 1.0,
         "lors_per_batch": 200_000,
     }
@@ -286,6 +295,8 @@ def test_reconstruct_cli_in_3d_mode_needs_no_system_model(tmp_path):
     with uproot.recreate(root) as fh:
         fh["Coincidences"] = {"CrystalID1": c1.astype(np.int32), "CrystalID2": c2.astype(np.int32)}
         fh["Delayed"] = {"CrystalID1": d1.astype(np.int32), "CrystalID2": d2.astype(np.int32)}
+        # Singles per crystal (the randoms model needs them under kill_all): a few per prompt.
+        fh["SinglesRates"] = synthetic_singles_rates(SCANNER.n_crystals, c1, c2, d1, d2)
     truth = tmp_path / "truth.npz"
     np.savez(
         truth,

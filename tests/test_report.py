@@ -61,9 +61,36 @@ META = {
 }
 
 
-def _table_rows(text):
-    """Header, then body rows (the separator row dropped)."""
-    return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+def _table_rows(text, section=None):
+    """Header, then body rows (the separator row dropped) of the main table, or of the table
+    under the heading ``## section``."""
+    parts = text.split("\n## ")
+    body = parts[0] if section is None else next(p for p in parts[1:] if p.startswith(section))
+    return [line for line in body.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+
+
+def test_capacity_and_attention_tables():
+    df = _frame("ok")
+    df["g_params"] = 1000.0
+    df["d_params"] = 200.0
+    df["real_images_seen"] = 8000.0
+    df["n_train_images"] = 30.0
+    df["attention_slots"] = [12.5, None, None, None, None]  # ours is the first row
+    df["memory_slots"] = [30.0, None, None, None, None]  # ours is the first row
+    df["attention_max"] = [0.25, None, None, None, None]  # ours is the first row
+    df["wa_change"] = [0.5, None, None, None, None]  # ours is the first row
+    text = table.render(df, {**META, "fid_status": "ok", "budget": "8,000 real images"})
+    cap = _table_rows(text, "Capacity")
+    assert [c.strip() for c in cap[4].strip("|").split("|")] == ["Ours", "1,000", "200", "30", "8,000", "100"]
+    assert len(cap) == 5 and "8,000 real images" in text  # no row for the real floor
+    att = _table_rows(text, "Attention")
+    assert len(att) == 2 and [c.strip() for c in att[1].strip("|").split("|")][:5] == [
+        "Ours",
+        "12.5",
+        "30",
+        "0.250",
+        "0.50",
+    ]
 
 
 def test_table_is_laid_out_like_table_1_with_our_columns():
@@ -174,7 +201,9 @@ def test_evaluate_cli_writes_all_outputs_reproducibly(tmp_path, monkeypatch):
     df = pd.read_csv(tmp_path / "a" / "metrics.csv")
     assert list(df["method"]) == METHODS + ["real", "real_split"]
     assert (df["seed"] == 0).all()
-    assert (df["n_images"][:4] == 20).all() and df["n_images"][4] == 24  # evaluation.samples caps N
+    # evaluation.samples (20) caps N, and the train-vs-held-out floor uses as many of its 24
+    # training images: every distance at the same N.
+    assert (df["n_images"][:4] == 20).all() and df["n_images"][4] == 20
     assert (df["n_test"][:5] == 12).all()
     # The split-half floor: held-out scans 7 and 9 (8 images) against scan 8 (4 images).
     assert df["n_images"][5] == 8 and df["n_test"][5] == 4
@@ -214,9 +243,7 @@ def test_snakemake_rule_and_html_report(tmp_path):
     """A tiny workflow: fake dataset and samples, then the real evaluate_methods rule and
     `snakemake --report` (run without --cores, as users type it)."""
     _inputs(tmp_path / "inputs")
-    (tmp_path / "Snakefile").write_text(
-        textwrap.dedent(
-            f"""
+    (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
             configfile: "config.yaml"
             report: "{ROOT}/workflow/report/workflow.rst"
             include: "{ROOT}/workflow/rules/common.smk"
@@ -231,9 +258,7 @@ def test_snakemake_rule_and_html_report(tmp_path):
                 input:
                     TARGETS["evaluate"],
                 default_target: True
-            """
-        )
-    )
+            """))
     (tmp_path / "config.yaml").write_text("device: cpu\nevaluation:\n  samples: 20\n  swd_patches: 256\n")
     exe = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
     run = subprocess.run([exe, "--cores", "2"], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -246,3 +271,30 @@ def test_snakemake_rule_and_html_report(tmp_path):
     html = (tmp_path / "results" / "report.html").read_text()
     for item in ("grid.png", "table.md", "metrics.csv", "Evaluation", "simulates industrial"):
         assert item in html
+
+
+def test_scarcity_curve_groups_rows_by_method_and_training_size(tmp_path):
+    from positrongan.report import scarcity
+
+    rows = []
+    for base, n, swd in [
+        ("ours", 25, 60.0),
+        ("ours", 25, 62.0),
+        ("ours", 205, 40.0),
+        ("ours", 205, 44.0),
+        ("vae", 205, 90.0),
+    ]:
+        rows.append(
+            {"method": f"{base}_n{n}", "base": base, "seed": len(rows), "n_train_images": n, "swd": swd, "c2st": 0.9}
+        )
+    rows.append({"method": "real", "base": "real", "seed": 0, "n_train_images": None, "swd": 39.0, "c2st": 0.6})
+    df = pd.DataFrame(rows)
+    c = scarcity.curves(df)
+    assert list(c) == ["ours"]  # the VAE has one N only
+    (n1, m1, h1), (n2, m2, h2) = c["ours"]["swd"]
+    assert (n1, m1, n2, m2) == (25, 61.0, 205, 42.0)
+    assert h1 == pytest.approx(12.706 * 1.0 / 2**0.5 * 2**0.5, rel=1e-3)  # t(0.975, 1) * sd / sqrt(2), sd = sqrt(2)
+    csv = tmp_path / "m.csv"
+    df.to_csv(csv, index=False)
+    scarcity.plot(csv, tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 1000

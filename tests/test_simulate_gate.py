@@ -116,15 +116,18 @@ def test_source_is_back_to_back_or_f18_positrons(built, tmp_path):
     cfg, tube, sim, *_ = built
     import opengate as og
 
+    # Positron range is on by default: F-18 positrons; only beta+ decays emit.
     src = sim.source_manager.get_source("fluid_source")
-    assert src.particle == "back_to_back" and src.energy.mono == pytest.approx(511 * og.g4_units.keV)
-    assert src.direction.accolinearity_flag and src.direction.accolinearity_fwhm == pytest.approx(0.5 * og.g4_units.deg)
-    assert src.activity == pytest.approx(1.0e6 * og.g4_units.Bq)
+    assert src.particle == "e+" and src.energy.type == "F18"
+    assert src.activity == pytest.approx(1.0e6 * 0.9686 * og.g4_units.Bq)
     assert sim.run_timing_intervals == [[0, 0.005 * og.g4_units.second]]
-    cfg2 = _cfg(phantom={"positron_range": True})
+    cfg2 = _cfg(phantom={"positron_range": False}, simulation={"beta_plus_branching": False})
     sim2, *_ = _build(cfg2, tube, tmp_path)
     src2 = sim2.source_manager.get_source("fluid_source")
-    assert src2.particle == "e+" and src2.energy.type == "F18"
+    assert src2.particle == "back_to_back" and src2.energy.mono == pytest.approx(511 * og.g4_units.keV)
+    assert src2.direction.accolinearity_flag
+    assert src2.direction.accolinearity_fwhm == pytest.approx(0.5 * og.g4_units.deg)
+    assert src2.activity == pytest.approx(1.0e6 * og.g4_units.Bq)
 
 
 def test_digitizer_chain_parameters(built):
@@ -144,6 +147,117 @@ def test_digitizer_chain_parameters(built):
     assert tb.blur_attribute == "GlobalTime" and tb.blur_fwhm == pytest.approx(300 * u.ps)
     (ch,) = am.get_actor("EnergyWindow").channels
     assert ch["name"] == tree and ch["min"] == pytest.approx(350 * u.keV) and ch["max"] == pytest.approx(650 * u.keV)
+
+
+# Every digitizer key, a non-default value, and how to read it back from the GATE scene (None: the
+# key acts after GATE, in the coincidence sorter that both engines share) and from the fast engines.
+DIGITIZER_VALUES = {
+    "energy_resolution": 0.12,
+    "energy_reference_mev": 0.662,
+    "time_resolution_ps": 250.0,
+    "energy_window_kev": [400.0, 600.0],
+    "coincidence_window_ns": 6.0,
+    "multiples_policy": "take_winner",
+    "delayed_window": False,
+    "delayed_offset_ns": 80.0,
+    "readout": "crystal",
+    "readout_policy": "energy_centroid",
+    "readout_discretize": False,
+}
+
+
+def _gate_values(sim):
+    import opengate as og
+
+    u = og.g4_units
+    am = sim.actor_manager
+    eb, tb, ro = am.get_actor("EnergyBlur"), am.get_actor("TimeBlur"), am.get_actor("Readout")
+    (ch,) = am.get_actor("EnergyWindow").channels
+    return {
+        "energy_resolution": eb.blur_resolution,
+        "energy_reference_mev": eb.blur_reference_value / u.MeV,
+        "time_resolution_ps": tb.blur_fwhm / u.ps,
+        "energy_window_kev": [ch["min"] / u.keV, ch["max"] / u.keV],
+        "readout": "crystal" if ro.group_volume == "crystal" else ro.group_volume,
+        "readout_policy": {
+            "EnergyWinnerPosition": "energy_winner",
+            "EnergyWeightedCentroidPosition": "energy_centroid",
+        }[ro.policy],
+        "readout_discretize": type(ro).__name__ == "DigitizerReadoutActor",
+    }
+
+
+def _fast_values(cfg, tube):
+    from positrongan.simulate import fast_numba as fnb
+    from positrongan.simulate.fast import FastEngine
+
+    args = (
+        tube,
+        Scanner.from_config(cfg["scanner"]),
+        Digitizer.from_config(cfg["digitizer"]),
+        Acquisition.from_config(cfg),
+    )
+    numba, numpy_ = fnb.NumbaEngine(*args), FastEngine(*args)
+    pp, d = numba.pp, numpy_.digitizer
+    assert numpy_.digitizer is args[2]  # the reference reads every key from the typed settings
+    return {
+        "energy_resolution": pp[fnb.PP_RES],
+        "energy_reference_mev": pp[fnb.PP_EREF],
+        "time_resolution_ps": pp[fnb.PP_T_SIGMA] / (1e-3 * fnb.FWHM_TO_SIGMA),
+        "energy_window_kev": [pp[fnb.PP_E_LO] * 1000, pp[fnb.PP_E_HI] * 1000],
+        "readout": "crystal" if pp[fnb.PP_CRYSTAL_READOUT] else "annulus",
+        "readout_policy": "energy_centroid" if pp[fnb.PP_CENTROID] else "energy_winner",
+        "readout_discretize": bool(pp[fnb.PP_DISCRETIZE]),
+        # The numpy reference: the same keys from its Digitizer.
+        "numpy": {k: getattr(d, k) for k in DIGITIZER_VALUES if k != "energy_window_kev"}
+        | {"energy_window_kev": list(d.energy_window_kev)},
+    }
+
+
+@needs_opengate
+def test_every_digitizer_parameter_reaches_the_gate_scene_and_the_fast_engines(tmp_path):
+    schema_keys = set(configlib.schema()["properties"]["digitizer"]["properties"])
+    assert schema_keys == set(DIGITIZER_VALUES), "a digitizer key without a check here"
+    cfg = _cfg(digitizer=DIGITIZER_VALUES)
+    for key, value in DIGITIZER_VALUES.items():
+        # readout: GATE has only `crystal`, the default (`annulus` is refused, tested below).
+        default = configlib.validate({})["digitizer"][key]
+        assert value != default or key == "readout", f"{key}: the test value must differ from the default"
+    tube = draw_phantom(cfg, "scan_000")
+    sim, *_ = _build(cfg, tube, tmp_path)
+    gate_v, fast_v = _gate_values(sim), _fast_values(cfg, tube)
+    numpy_v = fast_v.pop("numpy")
+    for key, value in DIGITIZER_VALUES.items():
+        assert numpy_v[key] == pytest.approx(value), key
+        if key in gate_v:
+            assert gate_v[key] == pytest.approx(value), key
+            assert fast_v[key] == pytest.approx(value), key
+    # The sorter keys act after either engine, in the one sorter the driver builds from the same Digitizer.
+    sorter_keys = set(DIGITIZER_VALUES) - set(gate_v)
+    assert sorter_keys == {"coincidence_window_ns", "multiples_policy", "delayed_window", "delayed_offset_ns"}
+    # The default readout is the same in both engines: per crystal, energy winner, discretised.
+    d_cfg = _cfg()
+    d_sim, *_ = _build(d_cfg, tube, tmp_path / "d")
+    d_fast = _fast_values(d_cfg, tube)
+    d_fast.pop("numpy")
+    for key, value in _gate_values(d_sim).items():
+        assert d_fast[key] == pytest.approx(value), key
+
+
+@needs_opengate
+def test_gate_scene_flags_phantom_scatters_and_switches_rayleigh_off(built, tmp_path):
+    cfg, tube, sim, *_ = built
+    atts = sim.auxiliary_attributes
+    assert {n: (a.process_name, a.volume_name, a.propagate_from_parent_track) for n, a in atts.items()} == {
+        "PhantomCompton": ("compt", "phantom", True),
+        "PhantomRayleigh": ("Rayl", "phantom", True),
+    }
+    assert {"PhantomCompton", "PhantomRayleigh"} <= set(sim.actor_manager.get_actor("Hits").attributes)
+    assert not any("Rayl" in c for c in sim.g4_commands_after_init)
+    sim2, *_ = _build(_cfg(simulation={"rayleigh": False}), tube, tmp_path)
+    assert "/process/inactivate Rayl gamma" in sim2.g4_commands_after_init
+    with pytest.raises(ConfigError, match="digitizer.readout"):
+        _build(_cfg(digitizer={"readout": "annulus"}), tube, tmp_path / "a")
 
 
 def test_crystal_ids_from_gate_volume_ids():
@@ -169,7 +283,7 @@ def test_fast_engine_file_sorts_identically_with_opengate_sorter(tmp_path):
     import uproot
     from opengate.actors.coincidences import coincidences_sorter
 
-    cfg = _cfg(phantom={"activity_bq": 2.0e7, "acquisition_s": 0.0005})
+    cfg = _cfg(phantom={"activity_bq": 2.0e7, "acquisition_s": 0.001})
     root = tmp_path / "s.root"
     simulate_scan(cfg, "scan_000", root, tmp_path / "s.json", None)
     with uproot.open(root) as f:

@@ -231,7 +231,7 @@ def test_compiled_engine_counts_agree_with_the_numpy_reference(both_kernels):
         ra, rb = a[key] / a["decays"], b[key] / b["decays"]
         sigma = math.sqrt(a[key] / a["decays"] ** 2 + b[key] / b["decays"] ** 2)
         assert abs(ra - rb) < 5 * sigma, (key, a[key], b[key], a["decays"], b["decays"])
-    assert a["prompts"] > 50_000 and a["randoms"] > 1000
+    assert a["prompts"] > 20_000 and a["randoms"] > 300
     # Scatter fraction: a binomial proportion among the true + scattered coincidences.
     pa = a["scatters"] / (a["trues"] + a["scatters"])
     pb = b["scatters"] / (b["trues"] + b["scatters"])

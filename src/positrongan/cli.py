@@ -40,6 +40,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train the attention-memory GAN (ours) or a baseline (vae, dcgan, wgan_gp)"),
     "sample": ("sample", "draw evaluation samples from a trained generator"),
     "evaluate": ("evaluate", "score every method's samples against held-out real images: metrics, table, grid"),
+    "plot-scarcity": ("plot_scarcity", "the data-scarcity curve: each metric against the training images N"),
+    "enhance": ("enhance", "train one enhancement method (low-count -> reference) and enhance the test slices"),
+    "evaluate-enhance": ("evaluate_enhance", "image quality, defect CRC/CNR and hallucination of every enhancement"),
+    "train-detector": ("train_detector", "train the defect detector on reference-count training slices"),
+    "evaluate-detection": ("evaluate_detection", "detect defects in test slices at every count level, raw and enhanced"),
 }
 
 # The options of each command that name its outputs, and whether each is a folder (every
@@ -62,6 +67,11 @@ OUTPUTS: dict[str, dict[str, bool]] = {
     "train": {"generator": False, "checkpoint": False, "losses": False, "samples": False},
     "sample": {"out": False},
     "evaluate": {"metrics": False, "table": False, "grid": False},
+    "plot-scarcity": {"out": False},
+    "enhance": {"out": False, "figure": False},
+    "evaluate-enhance": {"metrics": False, "runs": False, "defects": False, "table": False},
+    "train-detector": {"out": False, "meta": False},
+    "evaluate-detection": {"csv": False, "png": False, "table": False},
 }
 
 EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 2, 130, 143

@@ -211,9 +211,21 @@ class StreamSorter:
         delayed_offset_ns: offset of the delayed window, or None for no delayed window.
         keep_singles: return the final singles (time-sorted) from :meth:`push`; False returns
             None instead and skips sorting every column (only the pairs' columns are gathered).
+        n_crystals: length of :attr:`crystal_singles` (it grows if a larger CrystalID comes).
+
+    Attributes:
+        crystal_singles: int64 count of the singles that entered the sorter, per CrystalID (the
+            per-crystal singles rates x acquisition time, for a singles-rate randoms estimate).
     """
 
-    def __init__(self, window_ns: float, policy: str, delayed_offset_ns: float | None, keep_singles: bool = True):
+    def __init__(
+        self,
+        window_ns: float,
+        policy: str,
+        delayed_offset_ns: float | None,
+        keep_singles: bool = True,
+        n_crystals: int = 0,
+    ):
         if policy not in POLICIES:
             raise ValueError(f"unknown multiples policy {policy!r}; choose one of {POLICIES}")
         self.window = float(window_ns)
@@ -223,6 +235,7 @@ class StreamSorter:
         self.keep_singles = keep_singles
         self.buffer: dict[str, np.ndarray] | None = None
         self.stats = SortStats()
+        self.crystal_singles = np.zeros(int(n_crystals), np.int64)
 
     def compile(self) -> None:
         """Compile the pair-finding kernel (or load it from numba's cache) for both energy types
@@ -266,6 +279,13 @@ class StreamSorter:
             first = order[:n_final]
             out = {k: v.take(first) for k, v in merged.items()}
         self._count(n_final, prompts)
+        if n_final:
+            counts = np.bincount(crystal[:n_final], minlength=self.crystal_singles.size)
+            if counts.size > self.crystal_singles.size:
+                counts[: self.crystal_singles.size] += self.crystal_singles
+                self.crystal_singles = counts.astype(np.int64)
+            else:
+                self.crystal_singles += counts
         return out, prompts, delayed
 
     def _count(self, n_singles: int, prompts: Mapping[str, np.ndarray]) -> None:

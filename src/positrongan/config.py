@@ -312,6 +312,16 @@ def _delayed_window(cfg: Mapping) -> Iterator[str]:
         )
 
 
+@_rule("reconstruction.scatter_correction", "reconstruction.attenuation_correction")
+def _scatter_needs_mu(cfg: Mapping) -> Iterator[str]:
+    rec = cfg["reconstruction"]
+    if rec["scatter_correction"] and not rec["attenuation_correction"]:
+        yield (
+            "config key 'reconstruction.scatter_correction' is true but 'reconstruction.attenuation_correction' "
+            "is false: the scatter model needs the mu-map (its tails and the attenuated trues)"
+        )
+
+
 @_rule("export.formats", "simulation.write_truth")
 def _gate9_truth(cfg: Mapping) -> Iterator[str]:
     if "gate9" in cfg["export"]["formats"] and not cfg["simulation"]["write_truth"]:
@@ -440,6 +450,21 @@ def _swd(cfg: Mapping) -> Iterator[str]:
             f"config key 'evaluation.swd_patch_size' = {ev['swd_patch_size']} must not exceed "
             f"'evaluation.swd_min_size' = {ev['swd_min_size']}"
         )
+
+
+# -- enhancement
+
+
+@_rule("enhancement.unet_depth", "enhancement.dense_depth", "dataset.image_size")
+def _enhance_depth(cfg: Mapping) -> Iterator[str]:
+    size = cfg["dataset"]["image_size"]
+    for key in ("unet_depth", "dense_depth"):
+        depth = cfg["enhancement"][key]
+        if size % 2**depth or size // 2**depth < 2:
+            yield (
+                f"config key 'enhancement.{key}' = {depth}: 'dataset.image_size' = {size} must be divisible by "
+                f"2^{depth} and leave at least 2 px at the bottleneck; use a smaller depth"
+            )
 
 
 def check_rules(cfg: Mapping, given: Iterable[str] | None = None) -> list[str]:

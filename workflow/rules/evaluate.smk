@@ -4,6 +4,18 @@
 # reference they are measured against (reference.npz).
 
 EVAL_RUNS = METHODS + [v for v in config["training"]["variants"] if v not in METHODS]
+# A data-scarcity curve is drawn when some variant trains on fewer images (config/scarcity.yaml).
+SCARCITY = any(
+    "train_images" in v.get("set", {}) for v in config["training"]["variants"].values()
+)
+
+
+def _detector(wildcards):
+    # The defect detector (rule train_detector), when the workflow has it: its feature space
+    # gives the domain metrics of the evaluation.
+    if "train_detector" in {r.name for r in workflow.rules}:
+        return [results("detect", "detector.pt")]
+    return []
 
 
 rule evaluate_methods:
@@ -14,6 +26,7 @@ rule evaluate_methods:
             method=EVAL_RUNS,
             seed=config["training"]["seeds"],
         ),
+        detector=_detector,
     output:
         metrics=report(
             results("eval", "metrics.csv"),
@@ -43,9 +56,12 @@ rule evaluate_methods:
         runtime=20,
     params:
         cfg=cfg_json("training", "evaluation"),
+        detector=lambda wc, input: (
+            f"--detector {input.detector}" if input.detector else ""
+        ),
     shell:
         "positrongan evaluate --config-json {params.cfg:q} --threads {threads} "
-        "--dataset {input.dataset} --samples {input.samples} "
+        "--dataset {input.dataset} --samples {input.samples} {params.detector} "
         "--metrics {output.metrics} --table {output.table} --grid {output.grid} "
         "--reference {output.reference} > {log} 2>&1"
 
@@ -56,3 +72,31 @@ TARGETS["evaluate"] = [
     results("eval", "grid.png"),
     results("eval", "reference.npz"),
 ]
+
+
+# The data-scarcity figure: a target only when some variant sets training.train_images.
+rule plot_scarcity:
+    input:
+        metrics=results("eval", "metrics.csv"),
+    output:
+        figure=report(
+            results("eval", "scarcity.png"),
+            caption="../report/scarcity.rst",
+            category="Evaluation",
+        ),
+    log:
+        "logs/plot_scarcity/plot.log",
+    benchmark:
+        "benchmarks/plot_scarcity/plot.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "positrongan plot-scarcity --metrics {input.metrics} --out {output.figure} > {log} 2>&1"
+
+
+if SCARCITY:
+    TARGETS["evaluate"].append(results("eval", "scarcity.png"))

@@ -54,8 +54,17 @@ rule reconstruct_scan:
         mem_mb=3000,
         runtime=20,
     params:
+        # The randoms model needs the sorter's window and policy and the acquisition time; the
+        # DICOM calibration needs the activity.
         cfg=cfg_json(
-            "scanner", "reconstruction", "dataset.image_size", "dataset.slice_planes"
+            "scanner",
+            "reconstruction",
+            "dataset.image_size",
+            "dataset.slice_planes",
+            "digitizer.coincidence_window_ns",
+            "digitizer.multiples_policy",
+            "phantom.activity_bq",
+            "phantom.acquisition_s",
         ),
         model=lambda wildcards, input: (
             f"--system-model {input.model}" if SYSTEM_MODEL else ""
@@ -90,8 +99,17 @@ rule reconstruct_lowcount:
         mem_mb=3000,
         runtime=20,
     params:
+        # The randoms model needs the sorter's window and policy and the acquisition time; the
+        # DICOM calibration needs the activity.
         cfg=cfg_json(
-            "scanner", "reconstruction", "dataset.image_size", "dataset.slice_planes"
+            "scanner",
+            "reconstruction",
+            "dataset.image_size",
+            "dataset.slice_planes",
+            "digitizer.coincidence_window_ns",
+            "digitizer.multiples_policy",
+            "phantom.activity_bq",
+            "phantom.acquisition_s",
         ),
         model=lambda wildcards, input: (
             f"--system-model {input.model}" if SYSTEM_MODEL else ""

@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grid", required=True, metavar="PNG", help="output: real test images beside every method's samples"
     )
     parser.add_argument(
+        "--detector",
+        metavar="PT",
+        help="detect/detector.pt: adds detector-feature Fréchet distance, KID, precision/recall and defect fractions",
+    )
+    parser.add_argument(
         "--reference",
         metavar="NPZ",
         help="output: statistics of the held-out real images the rows are compared with (eval/reference.npz)",
@@ -58,4 +63,18 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         reference_npz=args.reference,
         seeds=list(tcfg["seeds"]),
         labels={m: label(tcfg, m) for m in methods},
+        budget=budget_text(tcfg),
+        detector=args.detector,
+        bases={m: resolve(tcfg, m)[0] for m in methods},
     )
+
+
+def budget_text(tcfg: dict) -> str:
+    """training.budget in words, for the table."""
+    if tcfg["budget"] == "images":
+        n = tcfg["iterations"] * tcfg["batch_size"]
+        return (
+            f"{n:,} real images seen by each discriminator (training.iterations {tcfg['iterations']} x "
+            f"batch {tcfg['batch_size']}; by the VAE's encoder and the diffusion UNet for those)"
+        )
+    return f"{tcfg['iterations']} generator updates of batch {tcfg['batch_size']} each (training.budget = updates)"

@@ -72,9 +72,12 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         device,
         fraction=args.fraction,
         thin_seed=derived_seed(cfg, "thin", args.scan, fraction_tag(args.fraction)),
+        digitizer=cfg["digitizer"],
+        acquisition_s=cfg["phantom"]["acquisition_s"],
     )
     out["scan"] = np.array(args.scan)
     out["device"] = np.array(str(device))
+    out.update(calibration(out, cfg["phantom"]["activity_bq"]))
     rows = None if truth is None else score_scan(out["image"], truth, cfg["dataset"])
     if rows is not None:
         out["detectability"] = detectability_json(rows)
@@ -107,5 +110,31 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
             uid_seed=derived_seed(cfg, "dicom", args.scan),
             attenuation_corrected=bool(out["attenuation_corrected"]),
             randoms_corrected=bool(out["randoms_corrected"]),
+            units=str(out["units"]),
+            scale=float(out["bqml_per_unit"]) if str(out["units"]) == "BQML" else 1.0,
+            randoms_method=str(out["randoms_method"]) if str(out["randoms_method"]) != "none" else "delayed",
+            scatter_corrected="SCAT" in out["corrections"].tolist(),
+            normalised="NORM" in out["corrections"].tolist(),
+            activity_bq=cfg["phantom"]["activity_bq"],
+            frame_duration_ms=1000.0 * cfg["phantom"]["acquisition_s"] * args.fraction,
         )
         log.info("wrote %d DICOM files to %s", len(files), Path(args.dicom))
+
+
+def calibration(out: dict, activity_bq: float) -> dict:
+    """Counts -> Bq/mL: the factor that makes the image's total activity the part's known
+    activity (``phantom.activity_bq``, all of it inside the image volume: the tube is shorter than
+    the scanner). A global calibration, as a cross-calibration with a known source gives; the
+    image values times ``bqml_per_unit`` are Bq/mL (DICOM Units BQML). An empty image stays in
+    its own units (CNTS).
+
+    Returns:
+        ``units`` (``BQML`` | ``CNTS``) and ``bqml_per_unit`` (0 when CNTS).
+    """
+    import numpy as np
+
+    voxel_ml = float(np.prod(out["voxel_mm"])) / 1000.0
+    total = float(np.asarray(out["image_unfiltered"], np.float64).sum()) * voxel_ml
+    if total > 0 and activity_bq > 0:
+        return {"units": np.array("BQML"), "bqml_per_unit": np.float64(activity_bq / total)}
+    return {"units": np.array("CNTS"), "bqml_per_unit": np.float64(0.0)}

@@ -66,6 +66,21 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         train_seconds=np.float64(meta["train_seconds"]),
         iterations=np.int64(meta["iterations"]),
         samples_per_second=np.float64(n / seconds),
+        # What the evaluation table reports beside the metrics (absent from older generator files).
+        **{
+            k: np.float64(meta[k])
+            for k in (
+                "real_images_seen",
+                "g_params",
+                "d_params",
+                "n_train_images",
+                "attention_slots",
+                "attention_max",
+                "memory_slots",
+                "wa_change",
+            )
+            if k in meta
+        },
     )
     log.info(
         "%s seed %d: %d samples in %.2f s (%.0f /s) -> %s", args.method, args.seed, n, seconds, n / seconds, args.out

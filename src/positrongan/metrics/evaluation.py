@@ -23,6 +23,61 @@ log = logging.getLogger(__name__)
 HISTOGRAM_BINS = 64
 
 
+class DomainMetrics:
+    """Distances in the feature space of the defect detector (``results/detect/detector.pt``,
+    trained on the training split only): Fréchet distance and KID of its pooled bottleneck
+    features, improved precision/recall (Kynkäänniemi et al. 2019, k = 3), and per defect type
+    the fraction of images in which it finds the type (at its validation-fixed thresholds).
+    Not FID: no Inception network is involved.
+
+    Params:
+        detector: the model from ``detect.train.load_detector``.
+        seed: KID subset draws.
+    """
+
+    KID_SUBSETS = 50
+
+    def __init__(self, detector, seed: int):
+        from ..detect.infer import detector_features, detector_scores
+
+        self.model = detector
+        self._features, self._scores = detector_features, detector_scores
+        self.types = list(detector.types)
+        self.thresholds = detector.thresholds if detector.thresholds is not None else np.full(len(self.types), 0.5)
+        self.seed = seed
+        # id -> (the array itself, so its id stays its own; features; scores)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _fs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hit = self._cache.get(id(images))
+        if hit is None or hit[0] is not images:
+            hit = (images, self._features(self.model, images), self._scores(self.model, images))
+            self._cache[id(images)] = hit
+        return hit[1], hit[2]
+
+    def row(self, images: np.ndarray, reference: np.ndarray) -> dict:
+        """The columns of one row: ``images`` against the held-out ``reference``."""
+        from .domain import defect_fractions, frechet_distance, kid, precision_recall
+
+        fa, sa = self._fs(images)
+        fr, sr = self._fs(reference)
+        # k-NN manifolds need more than k points per set (the split-half floor of a tiny run may not have them).
+        k = 3
+        precision, recall = precision_recall(fr, fa, k=k) if min(len(fr), len(fa)) > k else (None, None)
+        out = {
+            "det_fd": frechet_distance(fr, fa),
+            "det_kid": kid(fr, fa, self.KID_SUBSETS, 1000, np.random.default_rng(self.seed)),
+            "det_precision": precision,
+            "det_recall": recall,
+        }
+        for t, frac, ref in zip(
+            self.types, defect_fractions(sa, self.thresholds), defect_fractions(sr, self.thresholds)
+        ):
+            out[f"defect_{t}"] = float(frac)
+            out[f"defect_{t}_ref"] = float(ref)
+        return out
+
+
 def check_settings(ev: dict, size: int) -> None:
     """ConfigError naming the key when MS-SSIM or SWD cannot run at this image size.
 
@@ -84,6 +139,9 @@ def run_evaluation(
     reference_npz: str | Path | None = None,
     seeds: list[int] | None = None,
     labels: dict[str, str] | None = None,
+    budget: str | None = None,
+    detector: str | Path | None = None,
+    bases: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Score every (method, seed) against the held-out real images and write the outputs.
 
@@ -104,6 +162,10 @@ def run_evaluation(
             None writes none.
         seeds: training.seeds (default [0]).
         labels: method -> table label (default: the registry's labels, else the name).
+        budget: the training budget in words, for the capacity table.
+        detector: ``detect/detector.pt``; adds the detector-feature metrics (:class:`DomainMetrics`).
+            None: no such columns.
+        bases: row name -> the registered method it trains (the ``base`` column; default the name).
     Returns:
         The metrics table (also written to ``metrics_csv``).
     """
@@ -111,15 +173,32 @@ def run_evaluation(
     size = test.shape[-1]
     check_settings(ev, size)
     seeds = [0] if seeds is None else list(seeds)
+    # Every row's distances at the same N: the generated sets are cut to the training set's size
+    # when it is smaller than evaluation.samples, so the train-vs-held-out floor (all training
+    # images) is measured at the N of the method rows (the split-half floor is smaller still: its
+    # N is in the table).
+    n_eval = min(ev["samples"], len(train))
     sets = load_samples(samples, methods, size, ev["samples"], seeds)
+    for s in sets:
+        s.images = s.images[:n_eval]
     ctx = Context(test=test, train=train, ev=ev, device=device, seed=seed)
+    # The floor's training images at the same N (all of them unless evaluation.samples is smaller).
+    keep = np.sort(np.random.default_rng(seed("floor_subset")).choice(len(train), n_eval, replace=False))
+    train_n = train if n_eval == len(train) else train[keep]
     half_a, half_b = split_half(dataset)
+    domain = None
+    if detector is not None:
+        from ..detect.train import load_detector
+
+        domain = DomainMetrics(load_detector(detector), seed("detector_kid"))
 
     rows = []
     for s in sets:
-        row = {"method": s.method, "seed": s.seed, "n_train": len(train)}
+        row = {"method": s.method, "base": (bases or {}).get(s.method, s.method), "seed": s.seed, "n_train": len(train)}
         row.update(evaluate(Subject(s.method, s.images, s.images, seed=s.seed), ctx))
-        row.update({"train_seconds": s.train_seconds, "samples_per_second": s.samples_per_second})
+        if domain is not None:
+            row.update(domain.row(s.images, test))
+        row.update({"train_seconds": s.train_seconds, "samples_per_second": s.samples_per_second, **s.info})
         rows.append(row)
     # The real floors: the test images' own diversity and closeness to the training set with the
     # distances between the training and the test images; and one half of the held-out scans
@@ -127,11 +206,15 @@ def run_evaluation(
     real_rows = []
     for sd in seeds:
         real = {"method": "real", "seed": sd, "n_train": len(train)}
-        real.update(evaluate(Subject("real", test, train, seed=sd), ctx))
+        real.update(evaluate(Subject("real", test, train_n, seed=sd), ctx))
+        if domain is not None:
+            real.update(domain.row(train_n, test))
         real_rows.append(real)
         half = {"method": "real_split", "seed": sd, "n_train": len(train)}
         if len(half_a) >= 2 and len(half_b) >= 2:
             half.update(evaluate(Subject("real_split", half_a, half_a, seed=sd, reference=half_b), ctx))
+            if domain is not None:
+                half.update(domain.row(half_a, half_b))
         else:
             log.warning("fewer than 2 test images in a half of the held-out scans: no split-half floor")
         rows += [real, half]
@@ -161,6 +244,8 @@ def run_evaluation(
         "weights_path": fid.weights_path(),
         "labels": labels or {},
         "c2st_epochs": ev["c2st_epochs"],
+        "budget": budget or "see training.budget",
+        "domain": domain is not None,
     }
     write_text(table_md, table.render(df, meta))
     names = {**table.NAMES, **(labels or {})}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,20 @@ class MethodSamples:
     samples_per_second: float | None
     path: Path
     seed: int = 0
+    # Training facts carried by the samples file (capacity, budget, attention), for the table.
+    info: dict[str, float] = field(default_factory=dict)
+
+
+INFO_KEYS = (
+    "real_images_seen",
+    "g_params",
+    "d_params",
+    "n_train_images",
+    "attention_slots",
+    "attention_max",
+    "memory_slots",
+    "wa_change",
+)
 
 
 def _check_images(images: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -137,7 +151,13 @@ def load_samples(
                 "%s: only %d samples (evaluation.samples = %d); N is stated in the table", path, len(images), limit
             )
         found[method, seed] = MethodSamples(
-            method, images, _scalar(data, "train_seconds"), _scalar(data, "samples_per_second"), path, seed
+            method,
+            images,
+            _scalar(data, "train_seconds"),
+            _scalar(data, "samples_per_second"),
+            path,
+            seed,
+            {k: v for k in INFO_KEYS if (v := _scalar(data, k)) is not None},
         )
     missing = [f"{m}_seed{s}" for m in methods for s in seeds if (m, s) not in found]
     if missing:

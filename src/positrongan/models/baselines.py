@@ -79,9 +79,22 @@ class DCGANDiscriminator(nn.Module):
         layers.append(nn.Conv2d(c_in, 1, 4, 1, 0))
         self.net = init_weights(nn.Sequential(*layers))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Params: x (B, 1, S, S). Returns: logits / critic values (B,)."""
-        return self.net(x).flatten()
+    def forward(self, x: torch.Tensor, features: bool = False):
+        """Params: x (B, 1, S, S); features: also return each stage's output (after its
+        LeakyReLU), for the feature-matching loss of the "+APG" variants.
+
+        Returns:
+            logits / critic values (B,), and with ``features`` the list of stage outputs.
+        """
+        if not features:
+            return self.net(x).flatten()
+        feats = []
+        h = x
+        for layer in self.net:
+            h = layer(h)
+            if isinstance(layer, nn.LeakyReLU):
+                feats.append(h)
+        return h.flatten(), feats
 
 
 def wgan_critic(image_size: int, channels: int) -> DCGANDiscriminator:

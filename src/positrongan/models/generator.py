@@ -109,6 +109,7 @@ class MemoryGenerator(nn.Module):
         image_size, channels, growth, layers: see :class:`DenseGenerator`.
         train_memory: make the memory a parameter.
         memory_mode: ``attention``, ``mean`` or ``none`` (see :class:`AttentionMemory`).
+        temperature, normalise: the attention's score scaling (see :class:`AttentionMemory`).
     """
 
     def __init__(
@@ -122,9 +123,13 @@ class MemoryGenerator(nn.Module):
         layers: int,
         train_memory: bool = False,
         memory_mode: str = "attention",
+        temperature: float = 1.0,
+        normalise: bool = False,
     ):
         super().__init__()
-        self.attention = AttentionMemory(latent_dim, memory, trainable=train_memory, mode=memory_mode)
+        self.attention = AttentionMemory(
+            latent_dim, memory, trainable=train_memory, mode=memory_mode, temperature=temperature, normalise=normalise
+        )
         self.noise_dim = noise_dim
         self.latent_dim = latent_dim
         self.dense = DenseGenerator(self.attention.out_dim + noise_dim, image_size, channels, growth, layers)
@@ -138,6 +143,8 @@ class MemoryGenerator(nn.Module):
             "layers": layers,
             "train_memory": train_memory,
             "memory_mode": memory_mode,
+            "temperature": temperature,
+            "normalise": normalise,
         }
 
     def forward(self, z: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

@@ -23,12 +23,28 @@ class AttentionMemory(nn.Module):
         trainable: make the (whitened) memory a parameter.
         mode: ``attention`` (eq. 6), ``mean`` (c = the mean memory vector, i.e. uniform
             attention; ablation) or ``none`` (c = 0, the same input shape; ablation).
+        temperature: T of softmax(score / T) (1 = eq. 6).
+        normalise: score cosine similarities times sqrt(k), z^T W_a y with z W_a and y
+            L2-normalised, so a score's scale is set by the angle, not by the norms (the
+            values c stay the whitened memory).
     """
 
     MODES = ("attention", "mean", "none")
 
-    def __init__(self, latent_dim: int, memory: torch.Tensor, trainable: bool = False, mode: str = "attention"):
+    def __init__(
+        self,
+        latent_dim: int,
+        memory: torch.Tensor,
+        trainable: bool = False,
+        mode: str = "attention",
+        temperature: float = 1.0,
+        normalise: bool = False,
+    ):
         super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.normalise = bool(normalise)
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         self.mode = mode
@@ -54,8 +70,12 @@ class AttentionMemory(nn.Module):
 
     def attention(self, z: torch.Tensor) -> torch.Tensor:
         """Attention weights a (B, M) of queries z (B, d); each row sums to one."""
-        scores = z @ self.w_a @ self.memory.T
-        return torch.softmax(scores, dim=1)
+        q = z @ self.w_a
+        keys = self.memory
+        if self.normalise:
+            q = nn.functional.normalize(q, dim=1) * self.feature_dim**0.5
+            keys = nn.functional.normalize(keys, dim=1)
+        return torch.softmax(q @ keys.T / self.temperature, dim=1)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Params: z (B, d). Returns: ([z; c] (B, d + k), attention weights (B, M))."""
@@ -65,3 +85,11 @@ class AttentionMemory(nn.Module):
             a = z.new_full((z.shape[0], self.memory.shape[0]), 1.0 / self.memory.shape[0])
         c = a @ self.memory if self.mode != "none" else z.new_zeros(z.shape[0], self.feature_dim)
         return torch.cat([z, c], dim=1), a
+
+
+def effective_slots(weights: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of each row of attention weights (B, M), averaged over the rows: the number
+    of memory slots the attention spreads over (M for uniform weights, 1 for a one-hot row)."""
+    w = weights.double().clamp_min(0)
+    entropy = -(w * torch.log(w.clamp_min(1e-300))).sum(dim=1)
+    return torch.exp(entropy).mean()

@@ -1,13 +1,17 @@
 """Write a reconstructed volume as a DICOM PET image series (one file per plane) with pydicom.
 
 The series is built in a temporary folder and renamed into place (``io.atomic_dir``). Values
-are stored as uint16 with a per-slice RescaleSlope, so a viewer shows the reconstructed values
-(arbitrary units proportional to activity concentration: Units = ``CNTS``).
+are stored as uint16 with a per-slice RescaleSlope (RescaleIntercept 0), so a viewer shows the
+reconstructed values: activity concentration in Bq/mL (Units ``BQML``) when the caller gives the
+calibration (``commands/reconstruct.py``: the known activity of the part over the image's total,
+docs/interop.md), otherwise the reconstruction's own units (``CNTS``).
 
 Only true attributes are written: ``CorrectedImage`` lists the corrections that were applied to
-this image (the recon npz's ``attenuation_corrected`` and ``randoms_corrected``), nothing else;
-decay, scatter and normalisation are not corrected and are not claimed. Every Type 1 attribute of
-the PET Image IOD's modules is present and non-empty; Type 2 ones are present (empty when unknown).
+this image (the recon npz's ``corrections``: ATTN, RAN, SCAT, NORM as applied), nothing else;
+``RandomsCorrectionMethod`` is ``DLYD`` (delayed window) or ``SING`` (singles rates);
+``DecayCorrection`` is ``NONE`` (the simulated source does not decay over the scan). Every Type 1
+attribute of the PET Image IOD's modules is present and non-empty; Type 2 ones are present (empty
+when unknown). One SeriesInstanceUID per volume.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ import numpy as np
 from ..io import atomic_dir
 
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+# F-18 (the simulated positron emitter): half-life 109.77 min, beta+ branching 96.86 % (NNDC).
+F18_HALF_LIFE_S = 6586.2
+F18_POSITRON_FRACTION = 0.9686
+RANDOMS_METHOD = {"delayed": "DLYD", "singles": "SING"}
 
 
 def write_series(
@@ -32,6 +40,14 @@ def write_series(
     uid_seed: int,
     attenuation_corrected: bool,
     randoms_corrected: bool,
+    *,
+    units: str = "CNTS",
+    scale: float = 1.0,
+    randoms_method: str = "delayed",
+    scatter_corrected: bool = False,
+    normalised: bool = False,
+    activity_bq: float | None = None,
+    frame_duration_ms: float | None = None,
 ) -> list[Path]:
     """Write ``volume`` [z, y, x] as a PET series.
 
@@ -44,7 +60,13 @@ def write_series(
         description: series description (algorithm and iterations).
         uid_seed: makes the UIDs deterministic (same input, same files).
         attenuation_corrected, randoms_corrected: the corrections applied to ``volume``; only
-            these are listed in CorrectedImage.
+            these (and the two below) are listed in CorrectedImage.
+        units: ``BQML`` or ``CNTS``: the units of ``volume * scale``.
+        scale: factor from the volume's values to the stored values (Bq/mL per image unit for BQML).
+        randoms_method: ``delayed`` | ``singles`` (RandomsCorrectionMethod DLYD | SING).
+        scatter_corrected, normalised: SCAT and NORM in CorrectedImage.
+        activity_bq: the source's activity at the scan start (RadionuclideTotalDose), or None.
+        frame_duration_ms: acquisition time of the data (ActualFrameDuration), or None.
     Returns:
         Paths of the written files (in their final folder).
     """
@@ -58,10 +80,21 @@ def write_series(
     study_uid, series_uid, frame_uid = uid("study"), uid("series"), uid("frame")
     now = _dt.datetime(2000, 1, 1) + _dt.timedelta(seconds=int(uid_seed % (10 * 365 * 86400)))
     date, tod = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    if units not in ("BQML", "CNTS"):
+        raise ValueError(f"DICOM units {units!r}: BQML or CNTS")
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"DICOM scale {scale!r} must be a positive finite number")
+    volume = np.asarray(volume, np.float64) * scale
     planes, rows, cols = volume.shape
     dz, dy, dx = (float(v) for v in voxel_mm)
     z0, y0, x0 = (float(v) for v in origin_mm)
-    corrected = [c for c, on in (("ATTN", attenuation_corrected), ("RAN", randoms_corrected)) if on]
+    flags = (
+        ("NORM", normalised),
+        ("ATTN", attenuation_corrected),
+        ("SCAT", scatter_corrected),
+        ("RAN", randoms_corrected),
+    )
+    corrected = [c for c, on in flags if on]
     names = []
     out_dir = Path(out_dir)
     # An empty plane takes the series' slope, not 1: ITK-based readers (SimpleITK, 3D Slicer) pick
@@ -104,11 +137,11 @@ def write_series(
             ds.SeriesNumber = 1
             ds.InstanceNumber = p + 1
             ds.ImageType = ["DERIVED", "PRIMARY"]
-            ds.Units = "CNTS"
+            ds.Units = units
             ds.CountsSource = "EMISSION"
             ds.CorrectedImage = corrected
             if randoms_corrected:
-                ds.RandomsCorrectionMethod = "DLYD"
+                ds.RandomsCorrectionMethod = RANDOMS_METHOD[randoms_method]
             if attenuation_corrected:
                 ds.AttenuationCorrectionMethod = "known mu-map of the part at 511 keV"
             ds.DecayCorrection = "NONE"
@@ -118,9 +151,9 @@ def write_series(
             ds.FrameReferenceTime = 0
             ds.AcquisitionDate = date
             ds.AcquisitionTime = tod
-            ds.ActualFrameDuration = None
+            ds.ActualFrameDuration = None if frame_duration_ms is None else int(round(frame_duration_ms))
             ds.CollimatorType = "NONE"
-            ds.RadiopharmaceuticalInformationSequence = []
+            ds.RadiopharmaceuticalInformationSequence = [radionuclide(activity_bq, tod)]
             ds.PatientOrientationCodeSequence = []
             ds.PatientGantryRelationshipCodeSequence = []
             ds.PositionReferenceIndicator = ""
@@ -139,10 +172,29 @@ def write_series(
             ds.PixelRepresentation = 0
             ds.RescaleSlope = slope_text
             ds.RescaleIntercept = 0
-            ds.RescaleType = "CNTS"
+            ds.RescaleType = units
             ds.WindowCenter = f"{0.5 * top:.6g}"
             ds.WindowWidth = f"{max(top, 1e-12):.6g}"
             ds.PixelData = pixels.tobytes()
             ds.save_as(tmp / name, enforce_file_format=True)
             names.append(name)
     return [out_dir / n for n in names]
+
+
+def radionuclide(activity_bq: float | None, start_time: str):
+    """The RadiopharmaceuticalInformationSequence item of an F-18 source (total activity at the
+    scan start, half-life and positron fraction), as PET readers use for SUV and decay."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    code = Dataset()
+    code.CodeValue = "C-111A1"
+    code.CodingSchemeDesignator = "SRT"
+    code.CodeMeaning = "^18^Fluorine"
+    item.RadionuclideCodeSequence = [code]
+    item.RadiopharmaceuticalStartTime = start_time
+    item.RadionuclideHalfLife = f"{F18_HALF_LIFE_S:g}"
+    item.RadionuclidePositronFraction = f"{F18_POSITRON_FRACTION:g}"
+    if activity_bq is not None:
+        item.RadionuclideTotalDose = f"{float(activity_bq):.6g}"
+    return item

@@ -17,6 +17,7 @@ from .mlem import reconstruct
 from .osem3d import reconstruct_scan_3d
 from .projector import SystemModel
 from .projector3d import fov_geometry
+from .randoms import RandomsSpec, build_spec, pair_sinogram, rebinned_sinogram, singles_counts
 from .thinning import thin
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def reconstruct_scan(
     device,
     fraction: float = 1.0,
     thin_seed: int = 0,
+    digitizer: dict | None = None,
+    acquisition_s: float | None = None,
 ) -> dict:
     """Coincidences -> MLEM/OSEM image, with the corrections the config asks for: rebinned 2D
     sinograms (``reconstruction.mode: 2d``) or the fully 3D sinogram of every oblique LOR
@@ -85,6 +88,8 @@ def reconstruct_scan(
         fraction: keep each prompt and delayed event with this probability (a short-scan twin:
             ``recon/thinning.py``); 1 uses every event.
         thin_seed: seed of the thinning.
+        digitizer: the ``digitizer`` section (window and multiples policy of the randoms model).
+        acquisition_s: the scan's acquisition time (``phantom.acquisition_s``), for singles rates.
     Returns:
         The arrays of ``recon/{scan}.npz`` (docs/contract.md) as a dict.
     Raises:
@@ -99,8 +104,9 @@ def reconstruct_scan(
         raise ConfigError(
             "config key 'reconstruction.attenuation_correction' is true but no truth mu-map was given (--truth)"
         )
-    if recon_cfg["randoms_correction"] and delayed is None:
-        log.warning("%s has no Delayed tree: no randoms correction", root)
+    spec = None
+    if recon_cfg["randoms_correction"]:
+        spec = randoms_spec(root, scanner, (c1, c2), delayed, recon_cfg, digitizer, acquisition_s, fraction)
     three_d = recon_cfg["mode"] == "3d"
     # The rebinned sinogram is an output in both modes (preview, dataset counts); in 3d mode it
     # holds every ring difference and exactly the LORs of the 3D sinogram.
@@ -123,12 +129,11 @@ def reconstruct_scan(
         log.info("delayed: %s", dstats)
     mu = truth["mu"].astype(np.float32) if recon_cfg["attenuation_correction"] else None
     if three_d:
-        result, info = reconstruct_scan_3d(c1, c2, delayed, scanner, recon_cfg, mu, device)
+        result, info = reconstruct_scan_3d(c1, c2, delayed, scanner, recon_cfg, mu, device, randoms=spec)
         subsets, corrected = info["subsets"], (info["attenuation"], info["randoms"])
+        scatter_done = info["scatter"]
     else:
-        randoms = None
-        if recon_cfg["randoms_correction"] and delayed_sino is not None:
-            randoms = randoms_estimate(delayed_sino, RANDOMS_SMOOTHING)
+        randoms = None if spec is None else randoms_2d(spec, scanner, geom, maxrd)
         atten = None
         if mu is not None:
             atten = attenuation_factors(model, mu)
@@ -139,6 +144,11 @@ def reconstruct_scan(
             model, sino, recon_cfg["iterations"], subsets, attenuation=atten, randoms=randoms, device=device
         )
         corrected = (atten is not None, randoms is not None)
+        scatter_done = False
+        if recon_cfg["scatter_correction"]:
+            log.warning(
+                "reconstruction.mode is 2d: no scatter model there (3d only); the image is not scatter corrected"
+            )
     grid = ReconGrid.from_config(scanner, recon_cfg)
     voxel, origin = grid.voxel_mm, grid.origin_mm
     image = postfilter(result.image, voxel, recon_cfg["postfilter_fwhm_mm"])
@@ -166,7 +176,111 @@ def reconstruct_scan(
     }
     if delayed_sino is not None:
         out["delayed_sinogram"] = delayed_sino
+    out["randoms_method"] = np.array(spec.method if spec is not None and corrected[1] else "none")
+    if spec is not None:
+        out.update({k: v for k, v in spec.metadata().items() if k != "randoms_method"})
+    flags = (("ATTN", corrected[0]), ("SCAT", scatter_done), ("RAN", corrected[1]))
+    out["corrections"] = np.array([c for c, on in flags if on], dtype=str)
+    out["scatter_corrected"] = np.bool_(scatter_done)
+    if scatter_done:
+        last = result.info["scatter"][-1]
+        out["scatter_fraction"] = np.float64(last["fraction"])
+        out["scatter_beta_mm"] = np.float64(last["beta_mm"])
+        out["scatter_seconds"] = np.float64(sum(i["seconds"] for i in result.info["scatter"]))
     return out
+
+
+def randoms_spec(
+    root,
+    scanner: Scanner,
+    prompts: tuple[np.ndarray, np.ndarray],
+    delayed: tuple[np.ndarray, np.ndarray] | None,
+    recon_cfg: dict,
+    digitizer: dict | None,
+    acquisition_s: float | None,
+    fraction: float,
+) -> RandomsSpec | None:
+    """The randoms estimate ``reconstruction.randoms`` asks for (``recon/randoms.py``), or None
+    when the delayed method has no Delayed tree to read (logged).
+
+    Raises:
+        ArtifactError: naming the file and the config key, when the singles counts the estimate
+            needs are not in it; ConfigError: without the digitizer section or acquisition time.
+    """
+    method = recon_cfg["randoms"]
+    if method == "delayed" and delayed is None:
+        log.warning("%s has no Delayed tree: no randoms correction", root)
+        return None
+    if digitizer is None or acquisition_s is None:
+        raise ConfigError(
+            "config key 'reconstruction.randoms_correction' needs the digitizer section and phantom.acquisition_s"
+        )
+    policy = digitizer["multiples_policy"]
+    singles = None
+    if method == "singles" or policy != "take_all_good":
+        singles, source = singles_counts(root, scanner)
+        if singles is None:
+            why = (
+                "the singles-rate estimate"
+                if method == "singles"
+                else f"the delayed window's correction for digitizer.multiples_policy = {policy}"
+            )
+            raise ArtifactError(
+                f"{root}: has neither a SinglesRates nor a Singles tree, which {why} needs "
+                "(config key 'reconstruction.randoms'; re-simulate the scan, or set "
+                "reconstruction.randoms_correction: false)"
+            )
+        log.info("singles per crystal from the %s tree: %d in all", source, int(singles.sum()))
+    dt = None
+    if method == "singles" and policy == "kill_all":
+        dt = prompt_time_differences(root)
+    spec = build_spec(
+        method,
+        policy,
+        prompts,
+        delayed,
+        None if singles is None else singles * fraction,
+        digitizer["coincidence_window_ns"],
+        acquisition_s * fraction,
+        scanner.n_crystals,
+        dt,
+    )
+    if spec.model is not None:
+        log.info(
+            "randoms model (%s, %s): q = %.4f (singles-weighted mean), exp(-lambda tau) = %.4f",
+            method,
+            policy,
+            float(np.average(spec.model.q, weights=np.maximum(singles, 1e-30))),
+            spec.model.survival,
+        )
+    return spec
+
+
+def prompt_time_differences(root) -> np.ndarray | None:
+    """|GlobalTime2 - GlobalTime1| of the prompts in ns, or None when the tree lacks the times
+    (a GATE file from another digitizer): the pair spread of the kill_all singles model."""
+    from ..rootfile import read_tree, tree_branches
+
+    if not {"GlobalTime1", "GlobalTime2"} <= tree_branches(root, "Coincidences"):
+        log.info("%s: no GlobalTime1/2 in Coincidences: pair spread taken as 0", root)
+        return None
+    t = read_tree(root, "Coincidences", ["GlobalTime1", "GlobalTime2"])
+    return np.abs(t["GlobalTime2"].astype(np.float64) - t["GlobalTime1"].astype(np.float64))
+
+
+def randoms_2d(spec: RandomsSpec, scanner: Scanner, geom, max_ring_difference: int | None) -> np.ndarray:
+    """The randoms estimate as a rebinned (planes, views, bins) sinogram."""
+    nv, nb = geom.shape
+    if spec.method == "singles":
+        a, b = geom.cell_crystals()
+        pairs = pair_sinogram(*spec.factors, scanner, a.ravel(), b.ravel())
+        return (
+            rebinned_sinogram(pairs, scanner, scanner.n_planes, max_ring_difference)
+            .reshape(scanner.n_planes, nv, nb)
+            .astype(np.float32)
+        )
+    dsino, _ = rebin(*spec.delayed, scanner, geom, max_ring_difference, weights=spec.weights)
+    return randoms_estimate(dsino, RANDOMS_SMOOTHING)
 
 
 def save_recon(path: str | Path, arrays: dict) -> None:

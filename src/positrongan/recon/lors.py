@@ -156,6 +156,7 @@ def rebin(
     scanner: Scanner,
     geom: SinogramGeometry,
     max_ring_difference: int | None,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Single-slice rebinning of crystal pairs into sinograms.
 
@@ -164,6 +165,7 @@ def rebin(
         scanner: geometry (CrystalID convention).
         geom: transaxial sampling.
         max_ring_difference: largest |r1 - r2| kept (None: all).
+        weights: per coincidence, its weight in the sinogram (None: counts).
     Returns:
         (sinogram (planes, views, bins) float32 counts, stats dict with the counts kept and
         dropped for each reason).
@@ -178,7 +180,8 @@ def rebin(
     plane = (r1 + r2)[keep]
     nv, nb = geom.shape
     flat = (plane * nv + view[keep]) * nb + bin_[keep]
-    sino = np.bincount(flat, minlength=scanner.n_planes * nv * nb).astype(np.float32)
+    w = None if weights is None else np.asarray(weights, np.float64)[keep]
+    sino = np.bincount(flat, weights=w, minlength=scanner.n_planes * nv * nb).astype(np.float32)
     stats = {
         "input": len(r1),
         "kept": int(keep.sum()),

@@ -30,7 +30,11 @@ Randoms: the singles-rate ("fan-sum") estimate from the delayed window. A random
 ``2 tau s_i s_j``; the delayed coincidences of crystal i summed over its partners give
 ``D_i ~ s_i sum_j s_j``, so ``r_ij = k D_i D_j``, with ``k`` fixed so that the estimate's sum
 over the 3D sinogram equals the number of delayed coincidences binned in it. Sparse delayed
-counts (a few per thousand LORs) thus give a smooth, low-variance estimate for every LOR.
+counts (a few per thousand LORs) thus give a smooth, low-variance estimate for every LOR. Each
+delayed coincidence is weighted by the chance that such a random survives the sorter's multiples
+policy in the prompt window (``recon/randoms.py``: 1 under take_all_good, ``1 - q_opener`` under
+kill_all). ``reconstruction.randoms: singles`` instead bins ``2 tau S_i S_j`` (with the same
+policy correction) from the singles counts per crystal.
 """
 
 from __future__ import annotations
@@ -40,34 +44,43 @@ import time
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..geometry.scanner import Scanner
 from ..runtime import progress
 from .mlem import ReconResult
 from .projector3d import RingProjector3D
+from .randoms import RandomsSpec, fan_sum, pair_sinogram
 
 log = logging.getLogger(__name__)
 
 
-def fan_sum_randoms(proj: RingProjector3D, d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, int]:
+def fan_sum_randoms(
+    proj: RingProjector3D, d1: np.ndarray, d2: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
     """Randoms per LOR of the 3D sinogram from delayed coincidences (module docstring).
 
     Params:
         proj: the projector (its chord order and crystals).
-        d1, d2: CrystalIDs of the delayed coincidences.
+        d1, d2: CrystalIDs of the delayed coincidences (opener, partner).
+        weights: per delayed coincidence, the chance that such a random survives the prompt
+            window's multiples policy (``recon/randoms.py``); None: 1 (take_all_good).
     Returns:
         ((ring pairs, chords) float32 expected randoms, delayed coincidences in the sinogram).
+        The estimate's sum is the weighted count of those coincidences.
     """
-    sc = proj.scanner
-    fan = np.bincount(np.concatenate([d1, d2]), minlength=sc.n_crystals).astype(np.float64)
-    fan = fan.reshape(sc.rings, sc.crystals_per_ring)
     _, valid = proj.bin_events(d1, d2)
     n_in = int(valid.sum())
-    da = fan[:, proj.crystal_a]  # (rings, chords)
-    db = fan[:, proj.crystal_b]
-    est = (da[:, None, :] * db[None, :, :]).reshape(proj.shape)
-    total = est.sum()
-    scale = n_in / total if total > 0 else 0.0
-    return (est * scale).astype(np.float32), n_in
+    total = float(n_in if weights is None else weights[valid].sum())
+    est = fan_sum(proj.scanner, proj.crystal_a, proj.crystal_b, d1, d2, weights, total)
+    return est, n_in
+
+
+def randoms_sinogram(proj: RingProjector3D, spec: RandomsSpec) -> np.ndarray:
+    """The 3D sinogram of expected randoms of a :class:`~positrongan.recon.randoms.RandomsSpec`."""
+    if spec.method == "singles":
+        u, w, k = spec.factors
+        return pair_sinogram(u, w, k, proj.scanner, proj.crystal_a, proj.crystal_b).astype(np.float32)
+    return fan_sum_randoms(proj, *spec.delayed, spec.weights)[0]
 
 
 def reconstruct_3d(
@@ -78,6 +91,8 @@ def reconstruct_3d(
     randoms: np.ndarray | None = None,
     normalisation: np.ndarray | None = None,
     show_progress: bool = True,
+    scatter=None,
+    scatter_updates: tuple[int, ...] = (),
 ) -> ReconResult:
     """OSEM (MLEM with one subset) of a 3D sinogram.
 
@@ -89,6 +104,10 @@ def reconstruct_3d(
         randoms: (ring pairs, chords) expected randoms, or None.
         normalisation: (ring pairs, chords) geometric factors (``proj.obliquity()``), or None (1).
         show_progress: progress bar over iterations.
+        scatter: a :class:`~positrongan.recon.scatter.ScatterModel`, or None (no scatter term).
+        scatter_updates: 0-based iterations before which the scatter estimate is refitted from
+            the current image (the model is ``n a A x + s + r``; iteration 0 has no image to
+            estimate from, so its ``s`` is 0).
     Returns:
         A :class:`~positrongan.recon.mlem.ReconResult`; ``loglik[k]`` is the Poisson
         log-likelihood (with the log y! term) after iteration k+1. With one subset every entry is
@@ -141,8 +160,8 @@ def reconstruct_3d(
             ybar = proj.forward_chunk(xt, ch)
             if mult is not None:
                 ybar = ybar * mult[:, cols]
-            if r is not None:
-                ybar = ybar + r[:, cols]
+            if add is not None:
+                ybar = ybar + add[:, cols]
             yc = y[:, cols]
             safe = ybar.clamp_min(1e-30)  # ybar = 0 only where y = 0 unless x vanished along the LOR
             # y log ybar - ybar per LOR in the working dtype, summed in float64 (xlogy: 0 where y = 0).
@@ -158,10 +177,22 @@ def reconstruct_3d(
         x = torch.where(sens[s] > 0, x * back / sens[s].clamp_min(1e-30), torch.zeros_like(x))
         return ll, x
 
+    add = r  # the additive term: randoms, plus scatter once estimated
+    scatter_info = []
     loglik = []
     bar = progress(range(iterations), desc=f"{'MLEM' if proj.subsets == 1 else 'OSEM'} 3D", disable=not show_progress)
     t1, cpu1 = time.perf_counter(), time.process_time()
     for k in bar:
+        if scatter is not None and k in scatter_updates:
+            t_s = time.perf_counter()
+            trues = proj.forward(x)
+            if mult is not None:
+                trues = trues * mult
+            est, info = scatter.estimate(trues, y, r)
+            del trues
+            add = est if r is None else r + est
+            info.update(iteration=k, seconds=time.perf_counter() - t_s)
+            scatter_info.append(info)
         ll = 0.0
         for s in range(proj.subsets):
             ll_s, x = subset_pass(x, s)
@@ -189,9 +220,10 @@ def reconstruct_3d(
         setup,
         dev,
     )
-    return ReconResult(
-        image, np.asarray(loglik, dtype=np.float64), seconds, {"setup_seconds": setup, "cpu_seconds": cpu_seconds}
-    )
+    extra = {"setup_seconds": setup, "cpu_seconds": cpu_seconds}
+    if scatter_info:
+        extra["scatter"] = scatter_info
+    return ReconResult(image, np.asarray(loglik, dtype=np.float64), seconds, extra)
 
 
 def reconstruct_scan_3d(
@@ -202,6 +234,7 @@ def reconstruct_scan_3d(
     recon_cfg: dict,
     mu: np.ndarray | None,
     device,
+    randoms: RandomsSpec | None = None,
 ) -> tuple[ReconResult, dict]:
     """Crystal pairs of one scan -> fully 3D OSEM image.
 
@@ -212,6 +245,7 @@ def reconstruct_scan_3d(
         recon_cfg: the ``reconstruction`` section.
         mu: (planes, grid, grid) mu-map in 1/mm for attenuation correction, or None.
         device: torch device.
+        randoms: the randoms estimate to model (``recon/randoms.py``), or None.
     Returns:
         (result, info): info holds ``prompts`` (binned), ``delayed`` (binned), ``randoms``
         (bool), ``attenuation`` (bool), ``subsets`` and ``lors``.
@@ -232,19 +266,39 @@ def reconstruct_scan_3d(
     )
     prompts, n_prompts = proj.histogram(c1, c2)
     info = {"prompts": n_prompts, "delayed": 0, "subsets": subsets, "lors": proj.shape[0] * proj.shape[1]}
-    randoms = None
     if delayed is not None:
-        est, info["delayed"] = fan_sum_randoms(proj, *delayed)
-        if recon_cfg["randoms_correction"]:
-            randoms = est
+        info["delayed"] = int(proj.bin_events(*delayed)[1].sum())
+    est = None if randoms is None else randoms_sinogram(proj, randoms)
+    if est is not None:
+        log.info("randoms (%s): %.4g expected in the 3D sinogram", randoms.method, float(est.sum(dtype=np.float64)))
+    randoms = est
     atten = None
     if mu is not None:
         atten = torch.exp(-proj.forward(torch.as_tensor(mu, dtype=proj.dtype)))
         log.info("attenuation factors: min %.3f, mean %.3f", float(atten.min()), float(atten.mean()))
     log.info("3D sinogram, randoms and attenuation in %.2f s", time.perf_counter() - t0)
+    scatter = None
+    if recon_cfg["scatter_correction"]:
+        if mu is None:
+            raise ConfigError(
+                "config key 'reconstruction.scatter_correction' is true but there is no mu-map "
+                "(it needs reconstruction.attenuation_correction and --truth)"
+            )
+        from .scatter import ScatterModel
+
+        scatter = ScatterModel(proj, torch.as_tensor(mu, dtype=proj.dtype))
+    updates = tuple(k for k in recon_cfg["scatter_updates"] if k < recon_cfg["iterations"])
     result = reconstruct_3d(
-        proj, prompts, recon_cfg["iterations"], attenuation=atten, randoms=randoms, normalisation=proj.obliquity()
+        proj,
+        prompts,
+        recon_cfg["iterations"],
+        attenuation=atten,
+        randoms=randoms,
+        normalisation=proj.obliquity(),
+        scatter=scatter,
+        scatter_updates=updates,
     )
+    info["scatter"] = bool(result.info.get("scatter"))
     info["randoms"] = randoms is not None
     info["attenuation"] = atten is not None
     return result, info

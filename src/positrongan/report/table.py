@@ -103,6 +103,80 @@ def _row(rows: pd.DataFrame, names: dict[str, str]) -> list[str]:
     ]
 
 
+def _int_cell(rows: pd.DataFrame, column: str) -> str:
+    if column not in rows or rows[column].isna().all():
+        return "–"
+    values = sorted({int(v) for v in rows[column].dropna()})
+    return " / ".join(f"{v:,}" for v in values)
+
+
+def capacity_table(df: pd.DataFrame, names: dict[str, str], methods: list[str]) -> list[str]:
+    """Markdown lines of the capacity and budget table: trainable parameters of G (with W_a for
+    ours) and D, training images, real images seen by the discriminator, wall time."""
+    lines = [
+        "| Method | G parameters | D parameters | training images | real images seen by D | train time (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for m in methods:
+        rows = df[df["method"] == m]
+        if m in FLOORS or rows.empty:
+            continue
+        lines.append(
+            f"| {names.get(m, m)} | {_int_cell(rows, 'g_params')} | {_int_cell(rows, 'd_params')} | "
+            f"{_int_cell(rows, 'n_train_images')} | {_int_cell(rows, 'real_images_seen')} | "
+            f"{_stat(rows, 'train_seconds', '.0f')} |"
+        )
+    return lines
+
+
+def attention_table(df: pd.DataFrame, names: dict[str, str], methods: list[str]) -> list[str]:
+    """Markdown lines of the attention table (rows that report it), or none."""
+    if "attention_slots" not in df:
+        return []
+    lines = [
+        "| Method | effective slots exp(H(a)) | of M slots | mean largest weight "
+        "| W_a change ‖ΔW_a‖/‖W_a(0)‖ | seeds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for m in methods:
+        rows = df[df["method"] == m]
+        if rows.empty or rows["attention_slots"].isna().all():
+            continue
+        lines.append(
+            f"| {names.get(m, m)} | {_stat(rows, 'attention_slots', '.1f')} | {_int_cell(rows, 'memory_slots')} | "
+            f"{_stat(rows, 'attention_max', '.3f')} | {_stat(rows, 'wa_change', '.2f')} | n={len(rows)} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+def domain_table(df: pd.DataFrame, names: dict[str, str], methods: list[str]) -> list[str]:
+    """Markdown lines of the detector-feature table (when the evaluation had the detector)."""
+    if "det_fd" not in df:
+        return []
+    types = [c.removeprefix("defect_") for c in df.columns if c.startswith("defect_") and not c.endswith("_ref")]
+    lines = [
+        "| Method | detector FD ↓ | detector KID ×10³ ↓ | precision | recall | "
+        + " | ".join(f"{t} found (real)" for t in types)
+        + " |",
+        "| --- | " + " | ".join("---:" for _ in range(4 + len(types))) + " |",
+    ]
+    for m in methods:
+        rows = df[df["method"] == m]
+        if rows.empty or rows["det_fd"].isna().all():
+            continue
+        cells = [
+            names.get(m, m),
+            # General format: the detector's feature scale is its own (values can be ~1e-3).
+            _stat(rows, "det_fd", ".3g") + _n(rows),
+            _stat(rows, "det_kid", ".3g", 1e3),
+            _stat(rows, "det_precision", ".3f"),
+            _stat(rows, "det_recall", ".3f"),
+        ]
+        cells += [f"{_stat(rows, f'defect_{t}', '.3f')} ({_stat(rows, f'defect_{t}_ref', '.3f')})" for t in types]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def order(methods: list[str]) -> list[str]:
     """``methods`` in the table's row order: registered methods first, then any other (the
     variants, in their order), then the real floors."""
@@ -136,6 +210,42 @@ def render(df: pd.DataFrame, meta: dict) -> str:
         "| --- | " + " | ".join("---:" for _ in COLUMNS[1:]) + " |",
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    ordered = order(methods)
+    extra = [
+        "",
+        "## Capacity and budget",
+        "",
+        f"Every method trains on the same budget: {meta.get('budget', 'see training.budget')}. "
+        "Parameters are the trainable ones (G includes W_a and, when trained, the memory and the CT encoder; "
+        "FastGAN's D includes its decoders). Several values in a cell: they differ between seeds.",
+        "",
+        *capacity_table(df, names, ordered),
+    ]
+    dom = domain_table(df, names, ordered)
+    if dom:
+        extra += [
+            "",
+            "## Detector features",
+            "",
+            "Distances in the feature space of the defect detector (results/detect/detector.pt, trained on the "
+            "training split only; not Inception, so not FID): Fréchet distance and KID (cubic kernel, mean over "
+            "50 subsets) of its pooled bottleneck features against the held-out images, improved precision and "
+            "recall (Kynkäänniemi et al. 2019, k = 3), and per defect type the fraction of images in which the "
+            "detector finds it at its validation thresholds, with the reference set's fraction in brackets.",
+            "",
+            *dom,
+        ]
+    att = attention_table(df, names, ordered)
+    if att:
+        extra += [
+            "",
+            "## Attention",
+            "",
+            "exp of the entropy of the attention weights a over the memory slots, averaged over 256 queries "
+            "drawn as in training (M = uniform attention, 1 = one slot per query); mean ± 95 % t-interval over seeds.",
+            "",
+            *att,
+        ]
     ms, sw = meta["msssim"], meta["swd"]
     lines += [
         "",
@@ -183,4 +293,4 @@ def render(df: pd.DataFrame, meta: dict) -> str:
             f"- FID and KID are {meta['fid_status']}: put the weights file at `{meta['weights_path']}` "
             "and rerun the evaluation (`snakemake --forcerun evaluate_methods`)."
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + extra) + "\n"

@@ -16,7 +16,7 @@ from ..geometry.grid import ReconGrid
 from ..geometry.phantom import TubePhantom, truth_maps
 from ..geometry.scanner import Scanner
 from ..io import save_npz, write_json
-from ..rootfile import SINGLES_BRANCHES, open_writer
+from ..rootfile import SINGLES_BRANCHES, open_writer, quantise_time
 from ..runtime import progress
 from . import gate, materials
 from .fast import FastEngine
@@ -119,6 +119,7 @@ def run_engine(
         digitizer.multiples_policy,
         digitizer.delayed_offset_ns if delayed else None,
         keep_singles=write_singles,
+        n_crystals=engine.scanner.n_crystals,
     )
     decays: int | None = 0
     expected = int(round(expected_decays))
@@ -142,6 +143,8 @@ def run_engine(
         bar = progress(total=engine.expected_chunks, desc=f"simulate {scan}", unit="chunk")
         for singles, known_until, n in engine.chunks(rng):
             decays = None if n is None or decays is None else decays + n
+            singles = dict(singles)
+            singles["GlobalTime"] = quantise_time(singles["GlobalTime"])
             c2 = time.process_time()
             batch = sorter.push(singles, known_until=known_until)
             c3 = time.process_time()
@@ -155,6 +158,7 @@ def run_engine(
         batch = sorter.push(empty_singles(), known_until=None)
         c2 = time.process_time()
         writer.add(*batch)
+        writer.write_singles_rates(sorter.crystal_singles)
         bar.close()
     cpu["sort"] += c2 - c1
     cpu["write"] += time.process_time() - c2  # includes closing the file

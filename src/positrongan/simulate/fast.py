@@ -4,8 +4,10 @@ Vectorised with numpy and streamed in chunks of ``simulation.chunk_decays`` deca
 does not grow with the number of decays. One chunk:
 
 1. decay times of a Poisson process of rate ``activity_bq`` (exponential gaps, so the stream
-   is time-ordered across chunks) cut at ``acquisition_s``; positions uniform in the fluid;
-   optional positron range (isotropic, gamma-distributed length, mean 0.6 mm: F-18 in water);
+   is time-ordered across chunks) cut at ``acquisition_s``; positions uniform in the fluid; only
+   96.86 % of the decays emit a positron (F-18's beta+ branching; ``simulation.beta_plus_branching``);
+   the positron range (``phantom.positron_range``, :mod:`.positron`: Levin & Hoffman's F-18 kernel,
+   scaled by the density of each material on the way, so positrons that reach the wall stop there);
 2. two 511 keV photons back to back, the second deviated by the acollinearity (each transverse
    component Gaussian with FWHM ``acollinearity_fwhm_deg``);
 3. phantom transport by Woodcock (delta) tracking against the majorant of the tube's
@@ -14,11 +16,16 @@ does not grow with the number of decays. One chunk:
    energy change, Rayleigh from the form-factor cross section), up to ``max_scatter_orders``
    scatters. Photons below ``E_cut`` (window low edge minus 5 sigma of the energy resolution)
    can never be accepted and are dropped;
-4. detection: the photon crosses the bore to the crystal annulus (no gaps between crystals)
-   and is tracked through LYSO (depth of interaction from mu(LYSO)): photoelectric deposits the
-   rest, Compton deposits E - E' and the photon goes on, so Compton escape is modelled. The
-   photon's hits are read out like GATE's readout with the energy-winner policy: the sum of the
-   deposits, at the position (and crystal) of the largest one;
+4. detection, with the readout of ``digitizer.readout``:
+   ``crystal`` (default, as the GATE scene): the photon is tracked through the box crystals of
+   :mod:`.crystals` (the GATE scene's boxes, with the wedge gaps between them; photoelectric
+   deposits the rest, Compton deposits E - E' and the photon goes on, into a neighbour or across
+   the bore), and the deposits of one decay are summed per crystal as GATE's readout does with
+   ``group_volume`` = crystal: energy = sum, time = the earliest deposit, position = the largest
+   deposit (``energy_winner``) or the energy-weighted centroid (``energy_centroid``), moved to the
+   crystal centre with ``readout_discretize`` (GATE's ``discretize_volume``);
+   ``annulus`` (the former model): a gapless LYSO annulus, each photon's deposits summed and
+   located in the crystal at the policy's position;
 5. digitizer: Gaussian energy blur with FWHM ``energy_resolution`` x sqrt(E_ref E), Gaussian
    time blur (FWHM ``time_resolution_ps``, per single), energy window.
 
@@ -41,13 +48,15 @@ import numpy as np
 from ..geometry.phantom import TubePhantom
 from ..geometry.scanner import Scanner
 from . import materials as mat
+from . import positron
+from .crystals import EPS_MM, BoxRing, box_interval, next_box
 from .settings import FWHM_TO_SIGMA, Acquisition, Digitizer
 
 log = logging.getLogger(__name__)
 
 C_MM_PER_NS = 299.792458
-POSITRON_RANGE_MEAN_MM = 0.6  # F-18 in water (Cal-Gonzalez et al. 2013: mean 0.57 mm)
-MAX_CRYSTAL_INTERACTIONS = 6  # 30 instead changes the singles in the window by 1e-4 (measured)
+MAX_CRYSTAL_INTERACTIONS = 6  # per photon; 30 instead changes the singles in the window by 1e-4 (measured)
+MAX_CRYSTAL_STEPS = 400  # interactions + crystal changes of the photons still in flight (vectorised loop)
 PHOTON_MEV = 0.51099895
 
 
@@ -102,6 +111,8 @@ class FastEngine:
         self.e_cut = max(lo_mev - 5.0 * self.energy_sigma(lo_mev), mat.E_MIN_MEV)
         self.r_bound = tube.bounding_radius_mm
         self.h_bound = tube.length_mm / 2 + 1.0
+        self.boxes = BoxRing.from_scanner(scanner)
+        self.density = positron.relative_densities(tube.materials)
         # Crystal-id -> GATE-like unique volume id string, looked up instead of formatted per single.
         ring, index = scanner.ring_and_index(np.arange(scanner.n_crystals))
         self.volume_ids = np.array([f"0_0_{r}_{i}" for r, i in zip(ring, index)], dtype="S")
@@ -176,8 +187,7 @@ class FastEngine:
         src = self.tube.sample_fluid(n, rng)
         ann = src
         if self.acq.positron_range:
-            length = rng.gamma(2.0, POSITRON_RANGE_MEAN_MM / 2.0, n)
-            ann = src + mat.isotropic(n, rng) * length[:, None]
+            ann = positron.annihilation_points(src, self.tube, rng, self.density)
         st = np.empty((10, 2 * n))
         u1 = mat.isotropic_uvw(n, rng)
         sigma = math.radians(self.acq.acollinearity_fwhm_deg) * FWHM_TO_SIGMA
@@ -291,8 +301,154 @@ class FastEngine:
 
     # ---- detection ----------------------------------------------------------------------------
 
-    def _detect(self, ph_st: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """:meth:`detect` for photons in a state array; results name them by ``row`` in it."""
+    def _detect(self, ph_st: np.ndarray, rng: np.random.Generator, n_decays: int) -> dict[str, np.ndarray]:
+        """Detection and readout of the photons in a state array (see :meth:`_transport`).
+
+        Returns:
+            One entry per single: ``row`` (the photon, in ``ph_st``, of its largest deposit),
+            ``edep`` (MeV, summed), ``pos`` (n, 3) float32, ``path`` (mm from the annihilation to the
+            single's time stamp), ``crystal``.
+        """
+        if self.digitizer.readout == "crystal":
+            return self._detect_crystal(ph_st, rng, n_decays)
+        return self._detect_annulus(ph_st, rng)
+
+    def _readout_position(self, crystal: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """(3, n) float32 positions of the singles: the crystal centres with ``readout_discretize``."""
+        if self.digitizer.readout_discretize:
+            return self.scanner.crystal_centre(crystal).T.astype(np.float32)
+        return pos.astype(np.float32)
+
+    def _detect_crystal(self, ph_st: np.ndarray, rng: np.random.Generator, n_decays: int) -> dict[str, np.ndarray]:
+        """Per-crystal readout in box crystals (GATE's readout, group volume = crystal).
+
+        Each photon is tracked through the boxes (photoelectric / Compton, at most
+        MAX_CRYSTAL_INTERACTIONS interactions, nothing in the air gaps, the bore crossed); the
+        deposits of one decay are then summed per crystal: energy = sum, time = earliest deposit,
+        position = the policy's (largest deposit or energy-weighted centroid).
+        """
+        g = self.boxes
+        m = ph_st.shape[1]
+        p = ph_st[0:3].copy()
+        u = ph_st[3:6].copy()
+        e = ph_st[6].copy()
+        path = ph_st[7].copy()
+        row = np.arange(m)
+        n_int = np.zeros(m, np.int64)
+        crystal = np.full(m, -1, np.int64)
+        dout = np.zeros(m)
+        hits: list[tuple[np.ndarray, ...]] = []
+        for _ in range(MAX_CRYSTAL_STEPS):
+            if not row.size:
+                break
+            # Photons between crystals: to the next box along the ray (or gone).
+            k = np.flatnonzero(crystal < 0)
+            if k.size:
+                t0, t1, cid = next_box(g, p[:, k], u[:, k])
+                ok = cid >= 0
+                kk = k[ok]
+                p[:, kk] += u[:, kk] * t0[ok]
+                path[kk] += t0[ok]
+                dout[kk] = t1[ok] - t0[ok]
+                crystal[kk] = cid[ok]
+                live = np.ones(row.size, bool)
+                live[k[~ok]] = False
+                if not live.all():
+                    j = np.flatnonzero(live)
+                    p, u, e, path, row, n_int, crystal, dout = (
+                        p[:, j],
+                        u[:, j],
+                        e[j],
+                        path[j],
+                        row[j],
+                        n_int[j],
+                        crystal[j],
+                        dout[j],
+                    )
+                if not row.size:
+                    break
+            mu_pe, mu_c = self.crystal.photo_compton(e)
+            mu = mu_pe + mu_c
+            s = rng.standard_exponential(row.size) / mu
+            leave = s >= dout
+            # Leaving the box: move to its surface; the next pass finds the next box.
+            jl = np.flatnonzero(leave)
+            # Just past the surface: a convex box is never re-entered along the same ray.
+            p[:, jl] += u[:, jl] * (dout[jl] + EPS_MM)
+            path[jl] += dout[jl]
+            crystal[jl] = -1
+            ji = np.flatnonzero(~leave)
+            si = s[ji]
+            p[:, ji] += u[:, ji] * si
+            path[ji] += si
+            ei = e[ji]
+            photo = rng.random(ji.size) * mu[ji] < mu_pe[ji]
+            dep = ei.copy()
+            jc = np.flatnonzero(~photo)
+            cos_t, e_new = mat.sample_klein_nishina(ei[jc], rng)
+            dep[jc] = ei[jc] - e_new
+            hits.append((row[ji], crystal[ji], dep, p[:, ji].copy(), path[ji].copy()))
+            comp = ji[jc]
+            e[comp] = e_new
+            u[:, comp] = mat.rotate_uvw(u[:, comp], cos_t, rng)
+            n_int[ji] += 1
+            if comp.size:
+                _, t1 = box_interval(g, p[:, comp], u[:, comp], crystal[comp] % g.n, crystal[comp] // g.n)
+                dout[comp] = np.maximum(t1, 0.0)
+            dead = np.zeros(row.size, bool)
+            dead[ji[photo]] = True
+            dead |= n_int >= MAX_CRYSTAL_INTERACTIONS
+            if dead.any():
+                j = np.flatnonzero(~dead)
+                p, u, e, path, row, n_int, crystal, dout = (
+                    p[:, j],
+                    u[:, j],
+                    e[j],
+                    path[j],
+                    row[j],
+                    n_int[j],
+                    crystal[j],
+                    dout[j],
+                )
+        if not hits:
+            z = np.zeros(0)
+            return {
+                "row": np.zeros(0, np.int64),
+                "edep": z,
+                "pos": np.zeros((0, 3), np.float32),
+                "path": z,
+                "crystal": np.zeros(0, np.int32),
+            }
+        h_row = np.concatenate([h[0] for h in hits])
+        h_cry = np.concatenate([h[1] for h in hits])
+        h_dep = np.concatenate([h[2] for h in hits])
+        h_pos = np.concatenate([h[3] for h in hits], axis=1)
+        h_path = np.concatenate([h[4] for h in hits])
+        decay = ph_st[9].take(h_row).astype(np.int64) % n_decays
+        key = decay * self.scanner.n_crystals + h_cry
+        # Group by (decay, crystal), the largest deposit first in each group.
+        order = np.lexsort((-h_dep, key))
+        key = key[order]
+        start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        dep_o = h_dep[order]
+        edep = np.add.reduceat(dep_o, start)
+        first_path = np.minimum.reduceat(h_path[order], start)
+        win = order[start]
+        if self.digitizer.readout_policy == "energy_centroid":
+            pos = np.stack([np.add.reduceat(h_pos[c][order] * dep_o, start) for c in range(3)]) / edep
+        else:
+            pos = h_pos[:, win]
+        cid = h_cry[win]
+        return {
+            "row": h_row[win],
+            "edep": edep,
+            "pos": self._readout_position(cid, pos).T,
+            "path": first_path,
+            "crystal": cid.astype(np.int32),
+        }
+
+    def _detect_annulus(self, ph_st: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Readout of a gapless annulus: a photon's deposits summed, located at the policy's position."""
         sc = self.scanner
         r_in, r_out, half = sc.inner_radius_mm, sc.outer_radius_mm, sc.axial_length_mm / 2
         # Entry into the crystal annulus, then one compaction to the photons that enter.
@@ -315,6 +471,8 @@ class FastEngine:
         best = np.zeros(n)
         best_pos = np.zeros((3, n))
         best_path = np.zeros(n)
+        centroid = self.digitizer.readout_policy == "energy_centroid"
+        wpos = np.zeros((3, n)) if centroid else None
         # The state of the photons still in flight is kept compacted; only results are scattered.
         for _ in range(MAX_CRYSTAL_INTERACTIONS):
             if not st.shape[1]:
@@ -342,6 +500,9 @@ class FastEngine:
             e_new = e_new.astype(np.float32)
             dep[comp] = e_c - e_new
             edep[act] += dep
+            if centroid:
+                for c in range(3):
+                    np.add.at(wpos[c], act, dep * st[c])
             jw = np.flatnonzero(dep > best.take(act))
             wa = act.take(jw)
             best[wa] = dep.take(jw)
@@ -351,6 +512,8 @@ class FastEngine:
             st[6] = e_new
             st[3:6] = mat.rotate_uvw(st[3:6], cos_t, rng)
         got = np.flatnonzero(edep > 0)
+        if centroid:
+            best_pos = wpos / np.where(edep > 0, edep, 1.0)
         # Positions are stored as float32: locate the crystal from the stored values, so the
         # file's CrystalID and PostPosition always agree.
         hit_pos = best_pos.take(got, axis=1).astype(np.float32)
@@ -362,7 +525,7 @@ class FastEngine:
         return {
             "row": idx.take(got),
             "edep": edep.take(got),
-            "pos": hit_pos.T,
+            "pos": self._readout_position(crystal, hit_pos).T,
             "path": best_path.take(got),
             "crystal": crystal.astype(np.int32),
         }
@@ -381,10 +544,15 @@ class FastEngine:
         """
         n = times.size
         src, st = self._emit(times, rng)
+        bp = self.acq.beta_plus_fraction
+        if bp < 1.0:
+            # Electron-capture decays emit no positron, hence no photons (their EventIDs are skipped).
+            beta = rng.random(n) < bp
+            st = st[:, np.concatenate([beta, beta])]
         box = [st]
         del st
         out, _ = self._transport(box, rng)
-        det = self._detect(out, rng)
+        det = self._detect(out, rng, n)
         row = det["row"]
         decay = out[9].take(row).astype(np.int64) % n
         edep = det["edep"]

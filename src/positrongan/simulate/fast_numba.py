@@ -2,11 +2,14 @@
 
 Same scene, same physics and same outputs as the numpy reference (:class:`.fast.FastEngine`,
 whose module docstring describes the model): decay positions uniform in the fluid, optional
-positron range, back-to-back photons with acollinearity, Woodcock tracking through the tube
-against the majorant of its materials (photoelectric, Klein-Nishina Compton, Rayleigh from the
-form-factor tables, up to ``max_scatter_orders``, the ``E_cut`` drop), crystal tracking in the
-annulus (photoelectric / Compton, Compton escape, at most ``MAX_CRYSTAL_INTERACTIONS``
-interactions, energy-winner readout), and the digitizer (energy and time blur, energy window).
+beta+ branching and positron range (Levin & Hoffman, density-scaled), back-to-back photons with
+acollinearity, Woodcock tracking through the tube against the majorant of its materials
+(photoelectric, Klein-Nishina Compton, Rayleigh from the form-factor tables, up to
+``max_scatter_orders``, the ``E_cut`` drop), crystal tracking (photoelectric / Compton, Compton
+escape, at most ``MAX_CRYSTAL_INTERACTIONS`` interactions per photon) in the box crystals with
+per-crystal readout of each decay's deposits (``digitizer.readout: crystal``; the cell walk of
+:mod:`.crystals`) or in the gapless annulus (``annulus``), with the readout policy and
+discretisation of ``digitizer``, and the digitizer (energy and time blur, energy window).
 The phantom is classified with an exact port of :meth:`TubePhantom.classify_local` (no
 voxelisation), and the cross sections are the same tables (:class:`.materials.MaterialTable`).
 
@@ -35,11 +38,12 @@ from numba import njit
 from ..geometry.phantom import DEFECT_LABELS, FLUID, TubePhantom
 from ..geometry.scanner import Scanner
 from . import materials as mat
+from . import positron
+from .crystals import EPS_MM, MAX_WALK, BoxRing
 from .fast import (
     C_MM_PER_NS,
     MAX_CRYSTAL_INTERACTIONS,
     PHOTON_MEV,
-    POSITRON_RANGE_MEAN_MM,
     FastEngine,
     Photons,
     fast_chunks,
@@ -79,8 +83,14 @@ K_CRACK, K_PIT, K_BLOCKAGE, K_BUBBLE = (DEFECT_LABELS[k] for k in ("crack", "pit
     PP_NCRYS,
     PP_RINGS,
     PP_AX_PITCH,
+    PP_CRYSTAL_READOUT,
+    PP_CENTROID,
+    PP_DISCRETIZE,
+    PP_BETA_FRAC,
     PP_N,
-) = range(17)
+) = range(21)
+# Box crystals (GB_*: :meth:`.crystals.BoxRing.packed`).
+GB_N, GB_RINGS, GB_R_IN, GB_DEPTH, GB_HALF_W, GB_HALF_H, GB_PITCH, GB_R_MAX, GB_Z_HALF = range(9)
 
 E_MIN = mat.E_MIN_MEV
 N_E = mat.N_ENERGIES
@@ -89,6 +99,14 @@ ME = mat.ELECTRON_MASS_MEV
 INV_DE = 1.0 / DE
 INV_2_53 = 1.0 / 9007199254740992.0
 TWO_PI = 2.0 * math.pi
+POS_SHORT_FRACTION = positron.SHORT_FRACTION
+POS_SCALE_SHORT = positron.SCALE_SHORT_MM
+POS_SCALE_LONG = positron.SCALE_LONG_MM
+POS_MAX_SEGMENTS = positron.MAX_SEGMENTS
+POS_MAX_SEGMENT = positron.MAX_SEGMENT_MM
+POS_BISECTIONS = positron.BISECTIONS
+MAX_HITS = 2 * MAX_CRYSTAL_INTERACTIONS  # crystal deposits of one decay
+MAX_BOX_ENTRIES = 64  # crystals one photon may enter (a bound; far above what occurs)
 
 # ---- random numbers: xoshiro256+ -------------------------------------------------------------
 
@@ -491,6 +509,10 @@ def _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, s):
     by = 0.0
     bz = 0.0
     bpath = 0.0
+    centroid = pp[PP_CENTROID] != 0.0
+    wx = 0.0
+    wy = 0.0
+    wz = 0.0
     for _ in range(MAX_CRYSTAL_INTERACTIONS):
         dout = _leave_annulus(x, y, z, ux, uy, uz, r_in, r_out, half)
         i, w = _grid(e)
@@ -512,6 +534,10 @@ def _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, s):
             e = e_new
             ux, uy, uz = _rotate(ux, uy, uz, cos_t, s)
         edep += dep
+        if centroid:
+            wx += dep * x
+            wy += dep * y
+            wz += dep * z
         if dep > best:
             best = dep
             bx = x
@@ -522,6 +548,10 @@ def _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, s):
             break
     if not edep > 0.0:
         return 0.0, 0.0, 0.0, 0.0, 0.0, -1
+    if centroid:
+        bx = wx / edep
+        by = wy / edep
+        bz = wz / edep
     # Positions are stored as float32: locate the crystal from the stored values, so the file's
     # CrystalID and PostPosition always agree (as the numpy engine does).
     fx = np.float64(np.float32(bx))
@@ -535,24 +565,209 @@ def _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, s):
     index = int(np.rint(phi * ncrys / TWO_PI)) % ncrys
     ring = int(math.floor(fz / pp[PP_AX_PITCH] + rings / 2))
     crystal = ring * ncrys + index if 0 <= ring < rings else -1
+    if crystal >= 0 and pp[PP_DISCRETIZE] != 0.0:
+        fx, fy, fz = _crystal_centre(crystal, pp)
     return edep, fx, fy, fz, bpath, crystal
+
+
+@njit(**_INLINE)
+def _crystal_centre(crystal, pp):
+    """Centre of a crystal (mid-depth), as float32 values (Scanner.crystal_centre)."""
+    ncrys = int(pp[PP_NCRYS])
+    ring = crystal // ncrys
+    index = crystal - ring * ncrys
+    phi = TWO_PI * index / ncrys
+    r = 0.5 * (pp[PP_R_IN] + pp[PP_R_OUT])
+    zc = (ring - (pp[PP_RINGS] - 1.0) / 2.0) * pp[PP_AX_PITCH]
+    return (
+        np.float64(np.float32(r * math.cos(phi))),
+        np.float64(np.float32(r * math.sin(phi))),
+        np.float64(np.float32(zc)),
+    )
+
+
+# ---- box crystals (see .crystals) --------------------------------------------------------------
+
+
+def box_tables(n: int) -> np.ndarray:
+    """(4, n): cos and sin of crystal i's azimuth 2 pi i / n, and of its sector's upper boundary
+    2 pi (i + 1/2) / n (looked up instead of evaluated in the walk)."""
+    phi = 2 * np.pi * np.arange(n) / n
+    b = phi + np.pi / n
+    return np.ascontiguousarray(np.stack([np.cos(phi), np.sin(phi), np.cos(b), np.sin(b)]))
+
+
+@njit(**_INLINE)
+def _slab(p, u, lo, hi):
+    if u == 0.0:
+        if lo <= p <= hi:
+            return -np.inf, np.inf
+        return np.inf, -np.inf
+    ta = (lo - p) / u
+    tb = (hi - p) / u
+    if ta < tb:
+        return ta, tb
+    return tb, ta
+
+
+@njit(**_INLINE)
+def _box_interval(x, y, z, ux, uy, uz, index, ring, gb, gt):
+    """(t0, t1) of the ray inside box (ring, index) (empty when t0 >= t1); ``gt``: the cos and sin
+    of every crystal's azimuth and of every sector's upper boundary (:func:`box_tables`)."""
+    c = gt[0, index]
+    sn = gt[1, index]
+    a0, a1 = _slab(x * c + y * sn, ux * c + uy * sn, gb[GB_R_IN], gb[GB_R_IN] + gb[GB_DEPTH])
+    b0, b1 = _slab(y * c - x * sn, uy * c - ux * sn, -gb[GB_HALF_W], gb[GB_HALF_W])
+    c0, c1 = _slab(z - (ring - (gb[GB_RINGS] - 1.0) / 2.0) * gb[GB_PITCH], uz, -gb[GB_HALF_H], gb[GB_HALF_H])
+    return max(max(a0, b0), c0), min(min(a1, b1), c1)
+
+
+@njit(**_INLINE)
+def _next_box(x, y, z, ux, uy, uz, gb, gt):
+    """(t_in, t_out, crystal) of the first box the ray enters (crystal -1: none); see
+    :func:`.crystals.next_box`, of which this is the one-ray port."""
+    n = gb[GB_N]
+    rings = gb[GB_RINGS]
+    r_in2 = gb[GB_R_IN] * gb[GB_R_IN]
+    r_max2 = gb[GB_R_MAX] * gb[GB_R_MAX]
+    z_half = gb[GB_Z_HALF]
+    pitch = gb[GB_PITCH]
+    a = ux * ux + uy * uy
+    t = 0.0
+    for _ in range(MAX_WALK):
+        px = x + ux * t
+        py = y + uy * t
+        pz = z + uz * t
+        b = px * ux + py * uy
+        r2 = px * px + py * py
+        if r2 >= r_max2 and b >= 0.0:
+            break
+        if abs(pz) >= z_half:
+            if pz * uz >= 0.0:
+                break
+            t += (abs(pz) - z_half) / abs(uz) + EPS_MM
+            continue
+        if r2 < r_in2:
+            if a < 1e-15:
+                break
+            t += (math.sqrt(max(b * b - a * (r2 - r_in2), 0.0)) - b) / a + EPS_MM
+            continue
+        phi = math.atan2(py, px)
+        if phi < 0.0:
+            phi += TWO_PI
+        index = int(np.rint(phi * n / TWO_PI)) % int(n)
+        ring = int(math.floor(pz / pitch + rings / 2.0))
+        if 0 <= ring < rings:
+            t0, t1 = _box_interval(px, py, pz, ux, uy, uz, index, ring, gb, gt)
+            if t0 < 0.0:
+                t0 = 0.0
+            if t1 > t0 + 1e-12:
+                return t + t0, t + t1, ring * int(n) + index
+        # The next cell boundary: azimuth, ring plane, inner or outer circle.
+        step = np.inf
+        ang = px * uy - py * ux
+        if ang != 0.0:
+            ib = index if ang > 0.0 else (index - 1) % int(n)  # boundary at phi_index +- pi / n
+            nx = -gt[3, ib]
+            ny = gt[2, ib]
+            den = ux * nx + uy * ny
+            if den != 0.0:
+                tb = -(px * nx + py * ny) / den
+                if tb > 0.0:
+                    step = tb
+        if uz != 0.0:
+            zb = (ring + (1.0 if uz > 0.0 else 0.0) - rings / 2.0) * pitch
+            tz = (zb - pz) / uz
+            if 0.0 < tz < step:
+                step = tz
+        if a > 1e-15:
+            to = (math.sqrt(max(b * b - a * (r2 - r_max2), 0.0)) - b) / a
+            if to < step:
+                step = to
+            d_in = b * b - a * (r2 - r_in2)
+            if b < 0.0 and d_in > 0.0:
+                ti = (-b - math.sqrt(d_in)) / a
+                if ti < step:
+                    step = ti
+        if not step < np.inf:
+            break
+        t += step + EPS_MM
+    return np.nan, np.nan, -1
+
+
+@njit(**_INLINE)
+def _track_boxes(x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, h_dep, h_pos, h_path, h_nsc, nh):
+    """Track one photon through the box crystals, appending its deposits to the hit arrays from
+    index nh; returns the new number of hits."""
+    n_int = 0
+    back = gb[GB_R_IN] + gb[GB_DEPTH]
+    for _ in range(MAX_BOX_ENTRIES):
+        t0, t1, crystal = _next_box(x, y, z, ux, uy, uz, gb, gt)
+        if crystal < 0:
+            return nh
+        x += ux * t0
+        y += uy * t0
+        z += uz * t0
+        path += t0
+        dout = t1 - t0
+        ring = crystal // int(gb[GB_N])
+        index = crystal - ring * int(gb[GB_N])
+        while True:
+            i, w = _grid(e)
+            mu_pe = _lookup(cpe, i, w)
+            mu = mu_pe + _lookup(cco, i, w)
+            d = _expo(s) / mu
+            if not d < dout:
+                # Leaves the box: just past its surface (a convex box is never re-entered along
+                # the same ray), on to the next one.
+                x += ux * (dout + EPS_MM)
+                y += uy * (dout + EPS_MM)
+                z += uz * (dout + EPS_MM)
+                path += dout
+                # Out through the back face: every other box lies in front of that plane (its
+                # back corners reach depth (R + D) cos(2 pi / n) + (w / 2) sin(2 pi / n) < R + D),
+                # so the photon meets no crystal again; skip the walk.
+                if x * gt[0, index] + y * gt[1, index] >= back and ux * gt[0, index] + uy * gt[1, index] > 0.0:
+                    return nh
+                break
+            x += ux * d
+            y += uy * d
+            z += uz * d
+            path += d
+            photo = _u01(s) * mu < mu_pe
+            if photo:
+                dep = e
+            else:
+                cos_t, e_new = _klein_nishina(e, s)
+                dep = e - e_new
+                e = e_new
+                ux, uy, uz = _rotate(ux, uy, uz, cos_t, s)
+            h_cry[nh] = crystal
+            h_dep[nh] = dep
+            h_pos[0, nh] = x
+            h_pos[1, nh] = y
+            h_pos[2, nh] = z
+            h_path[nh] = path
+            h_nsc[nh] = nsc
+            nh += 1
+            n_int += 1
+            if photo or n_int >= MAX_CRYSTAL_INTERACTIONS:
+                return nh
+            t0, t1 = _box_interval(x, y, z, ux, uy, uz, index, ring, gb, gt)
+            dout = max(t1, 0.0)
+    return nh
 
 
 # ---- one chunk -------------------------------------------------------------------------------
 
 
 @njit(**_INLINE)
-def _emit(tp, df, pp, s):
+def _emit(tp, df, pp, dens, s):
     """One decay: its position, the annihilation point and the two photons' directions."""
     sx, sy, sz = _sample_fluid(tp, df, s)
     ax, ay, az = sx, sy, sz
     if pp[PP_POS_RANGE] != 0.0:
-        # gamma(2, mean / 2): the sum of two exponentials of mean 0.3 mm.
-        length = -0.5 * POSITRON_RANGE_MEAN_MM * math.log(_u_pos(s) * _u_pos(s))
-        dx, dy, dz = _isotropic(s)
-        ax += dx * length
-        ay += dy * length
-        az += dz * length
+        ax, ay, az = _annihilation(sx, sy, sz, tp, df, dens, s)
     u1x, u1y, u1z = _isotropic(s)
     acol = pp[PP_ACOL_SIGMA]
     if acol > 0.0:
@@ -564,12 +779,96 @@ def _emit(tp, df, pp, s):
     return sx, sy, sz, ax, ay, az, u1x, u1y, u1z, u2x, u2y, u2z
 
 
+@njit(**_INLINE)
+def _annihilation(sx, sy, sz, tp, df, dens, s):
+    """Annihilation point of a positron emitted at (sx, sy, sz): port of
+    :func:`.positron.annihilation_points` (Levin & Hoffman's F-18 kernel, density-scaled per material)."""
+    if _u01(s) < POS_SHORT_FRACTION:
+        scale = POS_SCALE_SHORT
+    else:
+        scale = POS_SCALE_LONG
+    left = -scale * math.log(_u_pos(s) * _u_pos(s))  # gamma(2, scale)
+    ux, uy, uz = _isotropic(s)
+    x, y, z = sx, sy, sz
+    m = _classify(x, y, z, tp, df)
+    for _ in range(POS_MAX_SEGMENTS):
+        seg = min(left / dens[m], POS_MAX_SEGMENT)
+        ex = x + ux * seg
+        ey = y + uy * seg
+        ez = z + uz * seg
+        if _classify(ex, ey, ez, tp, df) == m:
+            return ex, ey, ez
+        lo = 0.0
+        hi = seg
+        for _ in range(POS_BISECTIONS):
+            mid = 0.5 * (lo + hi)
+            if _classify(x + ux * mid, y + uy * mid, z + uz * mid, tp, df) == m:
+                lo = mid
+            else:
+                hi = mid
+        left -= lo * dens[m]
+        nx = x + ux * hi
+        ny = y + uy * hi
+        nz = z + uz * hi
+        nxt = _classify(nx, ny, nz, tp, df)
+        if nxt == 0:
+            # Would leave the tube: annihilates at its surface.
+            return x + ux * lo, y + uy * lo, z + uz * lo
+        x, y, z, m = nx, ny, nz, nxt
+    return x, y, z
+
+
 @njit(**_JIT)
-def _emit_batch(n, tp, df, pp, s, out):
+def _annihilation_batch(src, tp, df, dens, s, out):
+    for k in range(src.shape[0]):
+        out[k, 0], out[k, 1], out[k, 2] = _annihilation(src[k, 0], src[k, 1], src[k, 2], tp, df, dens, s)
+
+
+@njit(**_JIT)
+def _emit_batch(n, tp, df, pp, dens, s, out):
     for k in range(n):
-        r = _emit(tp, df, pp, s)
+        r = _emit(tp, df, pp, dens, s)
         for c in range(12):
             out[c, k] = r[c]
+
+
+@njit(**_INLINE)
+def _write_single(
+    n_out,
+    cap,
+    event,
+    t,
+    e_blur,
+    hx,
+    hy,
+    hz,
+    crystal,
+    nsc,
+    sx,
+    sy,
+    sz,
+    o_event,
+    o_time,
+    o_energy,
+    o_pos,
+    o_crystal,
+    o_scat,
+    o_src,
+):
+    if n_out >= cap:
+        return n_out + 1  # counted, not stored: the caller sees the overflow
+    o_event[n_out] = event
+    o_time[n_out] = t
+    o_energy[n_out] = e_blur
+    o_pos[0, n_out] = hx
+    o_pos[1, n_out] = hy
+    o_pos[2, n_out] = hz
+    o_crystal[n_out] = crystal
+    o_scat[n_out] = nsc
+    o_src[0, n_out] = sx
+    o_src[1, n_out] = sy
+    o_src[2, n_out] = sz
+    return n_out + 1
 
 
 @njit(**_JIT)
@@ -586,7 +885,16 @@ def _simulate_chunk(
     cpe,
     cco,
     pp,
+    gb,
+    gt,
+    dens,
     s,
+    h_cry,
+    h_dep,
+    h_pos,
+    h_path,
+    h_nsc,
+    h_used,
     o_event,
     o_time,
     o_energy,
@@ -596,15 +904,28 @@ def _simulate_chunk(
     o_src,
 ):
     """Simulate the decays at ``times``; write the singles that pass the digitizer into the
-    ``o_*`` arrays (capacity 2 n) in decay order, photon 1 before photon 2. Returns their count."""
+    ``o_*`` arrays in decay order. Returns their count, which exceeds the arrays' capacity when
+    they overflowed (the caller then retries with larger arrays and the same random state).
+
+    Readout ``annulus``: one single per detected photon. Readout ``crystal``: the deposits of both
+    photons of a decay are collected in the ``h_*`` arrays and summed per crystal (time of the
+    earliest, position of the largest deposit or the energy-weighted centroid)."""
     n_out = 0
+    cap = o_time.size
     res = pp[PP_RES] * FWHM_TO_SIGMA
     eref = pp[PP_EREF]
     t_sigma = pp[PP_T_SIGMA]
     lo = pp[PP_E_LO]
     hi = pp[PP_E_HI]
+    per_crystal = pp[PP_CRYSTAL_READOUT] != 0.0
+    centroid = pp[PP_CENTROID] != 0.0
+    discretize = pp[PP_DISCRETIZE] != 0.0
+    beta_frac = pp[PP_BETA_FRAC]
     for k in range(times.size):
-        sx, sy, sz, ax, ay, az, u1x, u1y, u1z, u2x, u2y, u2z = _emit(tp, df, pp, s)
+        if beta_frac < 1.0 and not _u01(s) < beta_frac:
+            continue  # electron capture: no positron, no photons
+        sx, sy, sz, ax, ay, az, u1x, u1y, u1z, u2x, u2y, u2z = _emit(tp, df, pp, dens, s)
+        nh = 0
         for ph in range(2):
             if ph == 0:
                 ux, uy, uz = u1x, u1y, u1z
@@ -615,6 +936,11 @@ def _simulate_chunk(
             )
             if not alive:
                 continue
+            if per_crystal:
+                nh = _track_boxes(
+                    x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, h_dep, h_pos, h_path, h_nsc, nh
+                )
+                continue
             edep, hx, hy, hz, hpath, crystal = _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, s)
             if crystal < 0:
                 continue
@@ -622,18 +948,102 @@ def _simulate_chunk(
             e_blur = edep + n1 * res * math.sqrt(eref * edep)
             if e_blur < lo or e_blur > hi:
                 continue
-            o_event[n_out] = first_event + k
-            o_time[n_out] = times[k] + hpath / C_MM_PER_NS + n2 * t_sigma
-            o_energy[n_out] = e_blur
-            o_pos[0, n_out] = hx
-            o_pos[1, n_out] = hy
-            o_pos[2, n_out] = hz
-            o_crystal[n_out] = crystal
-            o_scat[n_out] = nsc
-            o_src[0, n_out] = sx
-            o_src[1, n_out] = sy
-            o_src[2, n_out] = sz
-            n_out += 1
+            n_out = _write_single(
+                n_out,
+                cap,
+                first_event + k,
+                times[k] + hpath / C_MM_PER_NS + n2 * t_sigma,
+                e_blur,
+                hx,
+                hy,
+                hz,
+                crystal,
+                nsc,
+                sx,
+                sy,
+                sz,
+                o_event,
+                o_time,
+                o_energy,
+                o_pos,
+                o_crystal,
+                o_scat,
+                o_src,
+            )
+        if nh == 0:
+            continue
+        # Per-crystal readout of this decay's deposits, in order of first hit.
+        for h in range(nh):
+            h_used[h] = False
+        for h in range(nh):
+            if h_used[h]:
+                continue
+            c = h_cry[h]
+            edep = 0.0
+            best = -1.0
+            wx = 0.0
+            wy = 0.0
+            wz = 0.0
+            hx = 0.0
+            hy = 0.0
+            hz = 0.0
+            tpath = np.inf
+            nsc = 0
+            for g in range(h, nh):
+                if h_cry[g] != c:
+                    continue
+                h_used[g] = True
+                dep = h_dep[g]
+                edep += dep
+                wx += dep * h_pos[0, g]
+                wy += dep * h_pos[1, g]
+                wz += dep * h_pos[2, g]
+                if dep > best:
+                    best = dep
+                    hx = h_pos[0, g]
+                    hy = h_pos[1, g]
+                    hz = h_pos[2, g]
+                    nsc = h_nsc[g]
+                if h_path[g] < tpath:
+                    tpath = h_path[g]
+            if not edep > 0.0:
+                continue
+            if centroid:
+                hx = wx / edep
+                hy = wy / edep
+                hz = wz / edep
+            if discretize:
+                hx, hy, hz = _crystal_centre(c, pp)
+            else:
+                hx = np.float64(np.float32(hx))
+                hy = np.float64(np.float32(hy))
+                hz = np.float64(np.float32(hz))
+            n1, n2 = _normal_pair(s)
+            e_blur = edep + n1 * res * math.sqrt(eref * edep)
+            if e_blur < lo or e_blur > hi:
+                continue
+            n_out = _write_single(
+                n_out,
+                cap,
+                first_event + k,
+                times[k] + tpath / C_MM_PER_NS + n2 * t_sigma,
+                e_blur,
+                hx,
+                hy,
+                hz,
+                c,
+                nsc,
+                sx,
+                sy,
+                sz,
+                o_event,
+                o_time,
+                o_energy,
+                o_pos,
+                o_crystal,
+                o_scat,
+                o_src,
+            )
     return n_out
 
 
@@ -799,7 +1209,20 @@ class NumbaEngine:
         pp[PP_HALF_AX] = scanner.axial_length_mm / 2
         pp[PP_NCRYS], pp[PP_RINGS] = scanner.crystals_per_ring, scanner.rings
         pp[PP_AX_PITCH] = scanner.axial_pitch_mm
+        pp[PP_CRYSTAL_READOUT] = float(digitizer.readout == "crystal")
+        pp[PP_CENTROID] = float(digitizer.readout_policy == "energy_centroid")
+        pp[PP_DISCRETIZE] = float(digitizer.readout_discretize)
+        pp[PP_BETA_FRAC] = acquisition.beta_plus_fraction
         self.pp = pp
+        self.gb = BoxRing.from_scanner(scanner).packed()
+        self.gt = box_tables(scanner.crystals_per_ring)
+        self.dens = positron.relative_densities(tube.materials)
+        self.h_cry = np.zeros(MAX_HITS, np.int64)
+        self.h_dep = np.zeros(MAX_HITS)
+        self.h_pos = np.zeros((3, MAX_HITS))
+        self.h_path = np.zeros(MAX_HITS)
+        self.h_nsc = np.zeros(MAX_HITS, np.int64)
+        self.h_used = np.zeros(MAX_HITS, np.bool_)
 
     def compile(self) -> None:
         """Compile the kernels (or load them from numba's on-disk cache) with a tiny throwaway
@@ -832,36 +1255,52 @@ class NumbaEngine:
             the writer derives from ``CrystalID``), in decay order, not yet time-sorted.
         """
         times = np.ascontiguousarray(times, dtype=np.float64)
-        cap = 2 * times.size
-        event = np.empty(cap, np.int64)
-        t = np.empty(cap)
-        energy = np.empty(cap, np.float32)
-        pos = np.empty((3, cap), np.float32)
-        crystal = np.empty(cap, np.int32)
-        scat = np.empty(cap, np.int16)
-        src = np.empty((3, cap), np.float32)
-        n = _simulate_chunk(
-            times,
-            first_event,
-            self.tp,
-            self.df,
-            self.cum,
-            self.majorant,
-            self.cdfs,
-            self.ray_e,
-            self.theta,
-            self.cpe,
-            self.cco,
-            self.pp,
-            seed_state(rng),
-            event,
-            t,
-            energy,
-            pos,
-            crystal,
-            scat,
-            src,
-        )
+        state = seed_state(rng)
+        # Two singles per decay at most in the default window (a photon deposits at most 511 keV);
+        # a wide window can give more: on overflow the chunk is rerun, same random state, larger.
+        cap = 2 * times.size + 64
+        while True:
+            event = np.empty(cap, np.int64)
+            t = np.empty(cap)
+            energy = np.empty(cap, np.float32)
+            pos = np.empty((3, cap), np.float32)
+            crystal = np.empty(cap, np.int32)
+            scat = np.empty(cap, np.int16)
+            src = np.empty((3, cap), np.float32)
+            n = _simulate_chunk(
+                times,
+                first_event,
+                self.tp,
+                self.df,
+                self.cum,
+                self.majorant,
+                self.cdfs,
+                self.ray_e,
+                self.theta,
+                self.cpe,
+                self.cco,
+                self.pp,
+                self.gb,
+                self.gt,
+                self.dens,
+                state.copy(),
+                self.h_cry,
+                self.h_dep,
+                self.h_pos,
+                self.h_path,
+                self.h_nsc,
+                self.h_used,
+                event,
+                t,
+                energy,
+                pos,
+                crystal,
+                scat,
+                src,
+            )
+            if n <= cap:
+                break
+            cap = n
         return {
             "EventID": event[:n],
             "GlobalTime": t[:n],
@@ -917,7 +1356,7 @@ class NumbaEngine:
             (decay positions (n, 3), photons (2n,): photon k and k + n belong to decay k).
         """
         out = np.empty((12, n))
-        _emit_batch(n, self.tp, self.df, self.pp, seed_state(rng), out)
+        _emit_batch(n, self.tp, self.df, self.pp, self.dens, seed_state(rng), out)
         pos = np.concatenate([out[3:6].T, out[3:6].T])
         dirs = np.concatenate([out[6:9].T, out[9:12].T])
         return np.ascontiguousarray(out[0:3].T), Photons(
@@ -928,6 +1367,14 @@ class NumbaEngine:
             scatters=np.zeros(2 * n, np.int16),
             alive=np.ones(2 * n, bool),
         )
+
+    def annihilation_points(self, src: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Annihilation points (n, 3) of positrons emitted at ``src`` (n, 3), from the compiled
+        kernel (for tests against :func:`.positron.annihilation_points`)."""
+        src = np.ascontiguousarray(src, dtype=np.float64)
+        out = np.empty_like(src)
+        _annihilation_batch(src, self.tp, self.df, self.dens, seed_state(rng), out)
+        return out
 
     def classify(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Material ids from the compiled classifier (for tests against TubePhantom.classify)."""

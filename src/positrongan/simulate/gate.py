@@ -9,8 +9,14 @@ Scene:
 - the source: a ``VoxelSource`` (opengate's GenericSource restricted to an activity image),
   the fluid map, emitting ``e+`` with the F18 spectrum when ``phantom.positron_range`` is on,
   otherwise ``back_to_back`` 511 keV pairs with the configured acollinearity;
-- the digitizer chain: hits -> readout (energy-winner position, per crystal) -> energy blur
-  (inverse-square law) -> time blur (Gaussian) -> energy window, written to ROOT.
+- the digitizer chain, from the same ``digitizer`` keys as the fast engine: hits -> readout per
+  crystal (``readout_policy``: energy winner or energy-weighted centroid; ``readout_discretize``:
+  the position moved to the crystal centre) -> energy blur (inverse-square law) -> time blur
+  (Gaussian) -> energy window, written to ROOT;
+- the truth: per-photon Compton and Rayleigh counts in the phantom (auxiliary attributes of the
+  hits, so ``PhantomScatters`` separates trues from scatters as in the fast engine);
+- physics: ``simulation.rayleigh: false`` inactivates Geant4's Rayleigh process for gammas; the
+  source emits at ``activity_bq`` x the F-18 beta+ fraction.
 
 opengate is imported only here, and only after checking the Geant4 datasets: importing it
 without them starts a ~2 GB download (DESIGN.md §4). With ``GATEONRTD=1`` the import skips
@@ -33,7 +39,8 @@ import numpy as np
 from ..errors import ConfigError
 from ..geometry.phantom import AIR, DEPOSIT, FLUID, GAS, WALL, TubePhantom
 from ..geometry.scanner import Scanner
-from .settings import Acquisition, Digitizer
+from .settings import GATE_READOUT_POLICY, Acquisition, Digitizer
+from .settings import crystal_box_mm as _crystal_box_mm
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +125,15 @@ def import_opengate(require_data: bool):
 
 
 def crystal_box_mm(scanner: Scanner) -> list[float]:
-    """Crystal box size (radial depth, tangential width, axial width) in mm.
+    """Crystal box size (radial depth, tangential width, axial width) in mm: the shape both engines
+    use (:func:`.settings.crystal_box_mm`)."""
+    return _crystal_box_mm(scanner)
 
-    The tangential width is the chord at the inner radius (a hair smaller), so neighbouring
-    boxes touch at their front faces without overlapping.
-    """
-    width = 2 * scanner.inner_radius_mm * math.sin(math.pi / scanner.crystals_per_ring) * 0.999
-    return [scanner.crystal_depth_mm, width, scanner.axial_pitch_mm * 0.999]
+
+# Per-photon phantom-scatter truth: Geant4 steps of these processes in the phantom volume, counted
+# per track and inherited by the secondaries (the electrons that deposit in the crystals), as
+# auxiliary attributes of the hits (name -> Geant4 process name).
+PHANTOM_SCATTER_ATTRIBUTES = {"PhantomCompton": "compt", "PhantomRayleigh": "Rayl"}
 
 
 def phantom_label_image(tube: TubePhantom, voxel_mm: float = VOXEL_MM) -> tuple[np.ndarray, np.ndarray]:
@@ -232,14 +241,22 @@ def build_simulation(
     sim.physics_manager.enable_decay = False
     sim.physics_manager.global_production_cuts.all = 1 * mm
     if not acquisition.rayleigh:
-        # The standard EM physics list always includes Rayleigh; say so rather than pretend.
-        log.warning("simulation.rayleigh = false is not applied by the gate engine (Geant4's EM list includes it)")
+        # The EM list always builds Rayleigh; the process table switches it off for gammas.
+        sim.g4_commands_after_init.append("/process/inactivate Rayl gamma")
+    scatter_attributes = []
+    for name, process in PHANTOM_SCATTER_ATTRIBUTES.items():
+        att = sim.activate_auxiliary_attribute("ProcessDefinedStepInVolumeAttribute", name)
+        att.process_name = process
+        att.volume_name = phantom.name
+        att.propagate_from_parent_track = True
+        scatter_attributes.append(name)
 
     # ---- source ---------------------------------------------------------------------------------
     src = sim.add_source("VoxelSource", "fluid_source")
     src.image = str(act_path)
     src.attached_to = phantom.name
-    src.activity = acquisition.activity_bq * Bq
+    # Only beta+ decays emit (e+ or the photon pair); activity_bq stays the decay rate.
+    src.activity = acquisition.activity_bq * acquisition.beta_plus_fraction * Bq
     src.direction.type = "iso"
     if acquisition.positron_range:
         src.particle = "e+"
@@ -264,15 +281,25 @@ def build_simulation(
         "GlobalTime",
         "EventID",
         "EventPosition",
+        *scatter_attributes,
     ]
     hits.output_filename = str(out)
-    readout = sim.add_actor("DigitizerReadoutActor", "Readout")
+    if digitizer.readout != "crystal":
+        raise ConfigError(
+            f"config key 'digitizer.readout' = {digitizer.readout!r} is not supported by the gate engine "
+            "(GATE reads out per crystal): use 'crystal', or simulation.engine: fast"
+        )
+    if digitizer.readout_discretize:
+        # Readout = adder + the position moved to the centre of the crystal.
+        readout = sim.add_actor("DigitizerReadoutActor", "Readout")
+        readout.discretize_volume = crystal.name
+    else:
+        readout = sim.add_actor("DigitizerAdderActor", "Readout")
     readout.attached_to = crystal.name
     readout.authorize_repeated_volumes = True
     readout.input_digi_collection = hits.name
     readout.group_volume = crystal.name
-    readout.discretize_volume = crystal.name
-    readout.policy = "EnergyWinnerPosition"
+    readout.policy = GATE_READOUT_POLICY[digitizer.readout_policy]
     readout.output_filename = str(out)
     eblur = sim.add_actor("DigitizerBlurringActor", "EnergyBlur")
     eblur.attached_to = crystal.name
@@ -313,9 +340,9 @@ def crystal_ids_from_volume_ids(volume_ids: np.ndarray, scanner: Scanner) -> np.
 class GateEngine:
     """The GATE engine for one scan: runs opengate, then hands its singles to the scan driver.
 
-    GATE singles carry no per-photon phantom-scatter count: ``PhantomScatters`` is -1
-    (unknown) and ``SourcePosition`` is GATE's ``EventPosition``; trues and scatters are then
-    not separable (``separates_scatter`` False).
+    ``PhantomScatters`` counts the Compton and Rayleigh steps of the single's photon (its largest
+    deposit's track and ancestors) in the phantom volume (:data:`PHANTOM_SCATTER_ATTRIBUTES`), as
+    the fast engine does; ``SourcePosition`` is GATE's ``EventPosition``.
 
     Params:
         tube, scanner, digitizer, acquisition: as :func:`build_simulation`.
@@ -325,7 +352,7 @@ class GateEngine:
         ConfigError: opengate or the Geant4 datasets are missing (checked here, before any run).
     """
 
-    separates_scatter = False
+    separates_scatter = True
     expected_chunks = 1
 
     def __init__(
@@ -338,6 +365,11 @@ class GateEngine:
         workdir: str | Path,
     ):
         import_opengate(require_data=True)
+        if digitizer.readout != "crystal":
+            raise ConfigError(
+                f"config key 'digitizer.readout' = {digitizer.readout!r} is not supported by the gate engine "
+                "(GATE reads out per crystal): use 'crystal', or simulation.engine: fast"
+            )
         self.tube, self.scanner, self.digitizer, self.acq = tube, scanner, digitizer, acquisition
         self.seed = seed
         self.workdir = Path(workdir)
@@ -368,9 +400,20 @@ class GateEngine:
             "PostPosition_Z": g["PostPosition_Z"],
             "PreStepUniqueVolumeID": vol,
             "CrystalID": crystal_ids_from_volume_ids(vol, self.scanner),
-            "PhantomScatters": np.full(n, -1, np.int16),
+            "PhantomScatters": self._phantom_scatters(g, n),
             "SourcePosition_X": g["EventPosition_X"].astype(np.float32),
             "SourcePosition_Y": g["EventPosition_Y"].astype(np.float32),
             "SourcePosition_Z": g["EventPosition_Z"].astype(np.float32),
         }
         yield singles, None, None
+
+    def _phantom_scatters(self, g: dict, n: int) -> np.ndarray:
+        """Compton + Rayleigh steps in the phantom per single, from the auxiliary attributes; -1
+        (unknown, trues and scatters then not separated) if this opengate did not write them."""
+        missing = [a for a in PHANTOM_SCATTER_ATTRIBUTES if a not in g]
+        if missing:
+            log.warning("GATE output lacks %s: PhantomScatters = -1 (trues and scatters not separated)", missing)
+            self.separates_scatter = False
+            return np.full(n, -1, np.int16)
+        self.separates_scatter = True
+        return sum(np.asarray(g[a], dtype=np.int64) for a in PHANTOM_SCATTER_ATTRIBUTES).astype(np.int16)

@@ -18,9 +18,10 @@ from torch import nn
 from ..models.diffaugment import diff_augment
 from ..models.discriminator import PatchDiscriminator, depth_for
 from ..models.generator import MemoryGenerator
+from ..models.memory import effective_slots
 from .ema import EMA
 from .latents import CTEncoderLatents, prior
-from .loop import Trainer, autocast_for
+from .loop import Trainer, adam, autocast_for, fast_device_setup
 from .losses import apg_loss, gan_loss
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class OursTrainer(Trainer):
             layers=tcfg["dense_layers"],
             train_memory=tcfg["train_memory"],
             memory_mode=tcfg["memory"],
+            temperature=tcfg["attention_temperature"],
+            normalise=tcfg["attention_norm"],
         ).to(device)
         self.query = tcfg["query"]
         self.D = PatchDiscriminator(tcfg["d_channels"], depth_for(image_size, tcfg["receptive_field"])).to(device)
@@ -63,18 +66,26 @@ class OursTrainer(Trainer):
             self.D.receptive_field,
             image_size,
         )
-        g_params = list(self.G.parameters())  # includes W_a, and the memory when trainable
+        w_a = self.G.attention.w_a
+        g_params = [p for p in self.G.parameters() if p is not w_a]  # the memory too when trainable
         self.nets = {"G": self.G, "D": self.D}
         if isinstance(self.latents, CTEncoderLatents):
             g_params += list(self.latents.vae.encoder.parameters())
             g_params += list(self.latents.vae.fc_mu.parameters()) + list(self.latents.vae.fc_logvar.parameters())
             self.nets["encoder"] = self.latents.vae
         betas = (tcfg["beta1"], tcfg["beta2"])
+        # W_a in its own parameter group: training.wa_lr (null = the generator's lr).
+        wa_lr = tcfg["wa_lr"] if tcfg["wa_lr"] is not None else tcfg["lr"]
         self.opts = {
-            "G": torch.optim.Adam(g_params, lr=tcfg["lr"], betas=betas),
-            "D": torch.optim.Adam(self.D.parameters(), lr=tcfg["lr"], betas=betas),
+            "G": adam([{"params": g_params}, {"params": [w_a], "lr": wa_lr}], tcfg["lr"], betas, device),
+            "D": adam(self.D.parameters(), tcfg["lr"], betas, device),
         }
+        self.compiled: dict[str, nn.Module] = {}
+        fast_device_setup(self, tcfg, device)
+        self.g = self.compiled.get("G", self.G)  # what a step calls (compiled or not)
+        self.d = self.compiled.get("D", self.D)
         self.ema = EMA(self.G, tcfg["ema"]) if tcfg["ema"] is not None else None
+        self.w_a0 = self.G.attention.w_a.detach().clone()  # for summary()'s wa_change
         self.autocast = autocast_for(device, tcfg["amp"])
         # Options that change what is trained are reported as a separate variant of ours.
         options = [("diffaugment", tcfg["diffaugment"]), ("ema", self.ema is not None)]
@@ -111,15 +122,15 @@ class OursTrainer(Trainer):
     def _fake(self, n: int) -> torch.Tensor:
         z = self._query(n)
         noise = torch.randn(n, self.noise_dim, device=self.device) if self.noise_dim else None
-        return self.G(z, noise)
+        return self.g(z, noise)
 
-    def step(self, real: torch.Tensor) -> dict[str, float]:
+    def step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
         n = real.shape[0]
         with self.autocast():
             fake = self._fake(n)
             # Discriminator: real -> 1, generated -> 0 on the mean patch logit.
-            d_real = self.D(self._aug(real))
-            d_fake = self.D(self._aug(fake.detach()))
+            d_real = self.d(self._aug(real))
+            d_fake = self.d(self._aug(fake.detach()))
             loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
         self.opts["D"].zero_grad(set_to_none=True)
         loss_d.backward()
@@ -127,21 +138,23 @@ class OursTrainer(Trainer):
 
         with self.autocast():
             with torch.no_grad():
-                _, real_feats = self.D(self._aug(real), features=True)
-            logits, fake_feats = self.D(self._aug(fake), features=True)
+                _, real_feats = self.d(self._aug(real), features=True)
+            logits, fake_feats = self.d(self._aug(fake), features=True)
             loss_gan = gan_loss(logits, True)
             loss_apg = apg_loss(real_feats, fake_feats)
             loss_g = loss_gan + self.lambda_apg * loss_apg
         self.opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self.opts["G"].step()
+        # Detached device tensors: the loop reads them once per checkpoint interval, so the
+        # GPU never waits for the host here.
         return {
-            "loss_d": loss_d.item(),
-            "loss_g": loss_g.item(),
-            "loss_gan": loss_gan.item(),
-            "loss_apg": loss_apg.item(),
-            "d_real": torch.sigmoid(d_real.float()).mean().item(),
-            "d_fake": torch.sigmoid(d_fake.float()).mean().item(),
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "loss_gan": loss_gan.detach(),
+            "loss_apg": loss_apg.detach(),
+            "d_real": torch.sigmoid(d_real.detach().float()).mean(),
+            "d_fake": torch.sigmoid(d_fake.detach().float()).mean(),
         }
 
     def after_step(self) -> None:
@@ -164,6 +177,27 @@ class OursTrainer(Trainer):
         G.train(was)
         self.latents.train(lat_was)
         return out
+
+    @torch.no_grad()
+    def summary(self, n: int = 256) -> dict[str, float]:
+        """The attention after training, over ``n`` queries drawn as in sampling (fixed seed):
+        ``attention_slots`` = mean exp(entropy) of the weights (the memory's size M when
+        uniform, 1 when each query picks one slot), ``attention_max`` = mean largest weight,
+        ``wa_change`` = ||W_a - W_a(0)|| / ||W_a(0)||."""
+        G = self._sampling_G()
+        att = G.attention
+        g = torch.Generator(device=self.device).manual_seed(0x5107)
+        lat_was = self.latents.training
+        self.latents.eval()
+        z = self._query(n, g)
+        self.latents.train(lat_was)
+        _, a = att(z.float())
+        return {
+            "attention_slots": float(effective_slots(a)),
+            "attention_max": float(a.max(dim=1).values.mean()),
+            "memory_slots": float(a.shape[1]),
+            "wa_change": float((att.w_a - self.w_a0).norm() / self.w_a0.norm()),
+        }
 
     def state(self) -> dict[str, Any]:
         return {"ema": self.ema.shadow.state_dict()} if self.ema is not None else {}

@@ -52,6 +52,9 @@ class Trainer:
     nets: dict[str, nn.Module]
     opts: dict[str, torch.optim.Optimizer]
     autocast = staticmethod(nullcontext)
+    # Real batches one step consumes (WGAN-GP: n_critic): the ``images`` budget divides by it so
+    # every method's discriminator sees the same number of real images.
+    real_batches_per_step: int = 1
     # Config keys that do not change what a step computes: a run may resume under new values.
     resumable: tuple[str, ...] = RESUMABLE_KEYS
 
@@ -81,8 +84,10 @@ class Trainer:
         methods with a memory (None: the prior N(0, I))."""
         raise NotImplementedError
 
-    def step(self, real: torch.Tensor) -> dict[str, float]:
-        """One generator update on a real batch (B, 1, S, S) in [-1, 1]. Returns named losses."""
+    def step(self, real: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        """One generator update on a real batch (B, 1, S, S) in [-1, 1]. Returns named losses,
+        as detached 0-d tensors (the loop moves them to the host once per checkpoint interval,
+        so a GPU step needs no host sync) or floats."""
         raise NotImplementedError
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -111,6 +116,48 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state`."""
+
+    def capacity(self) -> dict[str, int]:
+        """Trainable parameters of the generator (``G``: everything sampling needs, e.g. W_a)
+        and of the discriminator/critic (``D``; 0 for the VAE and the diffusion model)."""
+        count = {k: sum(p.numel() for p in net.parameters()) for k, net in self.nets.items()}
+        return {"G": count.get("G", 0) + count.get("encoder", 0), "D": count.get("D", 0)}
+
+    def summary(self) -> dict[str, float]:
+        """Scalars about the trained networks written into generator.pt (e.g. the attention's
+        effective number of slots); none by default."""
+        return {}
+
+
+def fast_device_setup(trainer: Trainer, tcfg: dict, device: torch.device) -> None:
+    """GPU speed options that do not change what a step computes: channels_last memory format
+    for the convolution networks, and ``training.compile`` (torch.compile, CUDA only). Called by
+    the GAN trainers after building their networks; a no-op on the CPU."""
+    if device.type != "cuda":
+        return
+    for net in trainer.nets.values():
+        net.to(memory_format=torch.channels_last)
+    if tcfg.get("compile"):
+        trainer.compiled = {k: torch.compile(v) for k, v in trainer.nets.items()}
+
+
+def adam(params, lr: float, betas, device: torch.device) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step on CUDA (the same update; only the rounding order differs)."""
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=device.type == "cuda")
+
+
+def _host(losses: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    # Integers (e.g. the CT VAE's epoch) stay integers in losses.csv.
+    return {k: v if isinstance(v, int) else float(v) for k, v in losses.items()}
+
+
+def budget_updates(trainer: Trainer, train_cfg: dict) -> int:
+    """The number of steps the run makes: ``iterations``, or under ``budget: images`` the steps
+    after which the discriminator has seen ``iterations`` real batches (ceil)."""
+    iterations = train_cfg["iterations"]
+    if train_cfg.get("budget", "updates") == "images":
+        return max(1, math.ceil(iterations / trainer.real_batches_per_step))
+    return iterations
 
 
 @dataclass
@@ -218,7 +265,7 @@ def train(
     Raises:
         TrainingError: a non-finite loss; the last good checkpoint stays at ``out.checkpoint``.
     """
-    iterations = train_cfg["iterations"]
+    iterations = budget_updates(trainer, train_cfg)
     batch = train_cfg["batch_size"]
     fp = fingerprint(
         trainer.method, train_cfg, images.cpu().numpy(), *data_fingerprint, seed=seed, resumable=trainer.resumable
@@ -242,12 +289,29 @@ def train(
         log.info("resumed %s from %s at step %d (%.1f s trained)", trainer.method, out.checkpoint, step, seconds)
     last_good = step if state is not None else None
     losses_log = LossLog(out.losses, rows)
+    pending: list[dict[str, Any]] = []  # rows still holding device tensors
 
     grid_gen = torch.Generator(device=images.device).manual_seed(seed ^ 0x5A17)
     grid_seed = grid_gen.initial_seed()
 
     def write_grid() -> None:
         trainer.write_grid(out.samples, torch.Generator(device=images.device).manual_seed(grid_seed))
+
+    def sync() -> None:
+        # The one host sync per interval: the losses of the pending steps, checked for non-finite
+        # values (the first bad step is the one reported, whatever came after it).
+        for row in pending:
+            host = {"step": row["step"], **_host(row["losses"]), "seconds": row["seconds"]}
+            losses_log.append(host)
+            bad = {k: v for k, v in host.items() if not math.isfinite(v)}
+            if bad:
+                pending.clear()
+                losses_log.flush()
+                raise TrainingError(
+                    f"{trainer.method}: non-finite loss {bad} at step {host['step']}; training stopped, "
+                    f"{_kept(out.checkpoint, last_good)}"
+                )
+        pending.clear()
 
     def checkpoint() -> None:
         nonlocal last_good
@@ -281,16 +345,16 @@ def train(
             trainer.after_step()
             step += 1
             seconds += time.perf_counter() - t0
-            losses_log.append({"step": step, **losses, "seconds": round(seconds, 4)})
-            bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-            if bad:
-                losses_log.flush()
-                raise TrainingError(
-                    f"{trainer.method}: non-finite loss {bad} at step {step}; training stopped, "
-                    f"{_kept(out.checkpoint, last_good)}"
-                )
+            pending.append(
+                {"step": step, "losses": {k: _detach(v) for k, v in losses.items()}, "seconds": round(seconds, 4)}
+            )
             bar.update(1)
             if step % train_cfg["checkpoint_every"] == 0 or step == iterations:
+                if images.device.type == "cuda":  # GPU work is asynchronous: wait for it before timing
+                    t1 = time.perf_counter()
+                    torch.cuda.synchronize(images.device)
+                    seconds += time.perf_counter() - t1
+                sync()
                 checkpoint()
             if step % train_cfg["sample_every"] == 0 or step == iterations:
                 write_grid()
@@ -303,6 +367,7 @@ def train(
         seconds,
         seconds / max(1, len(losses_log.rows)),
     )
+    capacity = trainer.capacity()
     blob = {
         "variant": trainer.method,
         **trainer.export(),
@@ -310,9 +375,19 @@ def train(
         "iterations": iterations,
         "train_seconds": seconds,
         "image_size": int(images.shape[-1]),
+        "n_train_images": int(images.shape[0]),
+        # The budget as the discriminator saw it: steps x real batches per step x batch size.
+        "real_images_seen": int(iterations * trainer.real_batches_per_step * batch),
+        "g_params": int(capacity["G"]),
+        "d_params": int(capacity["D"]),
+        **{k: float(v) for k, v in trainer.summary().items()},
     }
     save_checkpoint(out.generator, blob)
     return blob
+
+
+def _detach(value):
+    return value.detach() if isinstance(value, torch.Tensor) else value
 
 
 def _kept(path: Path, step: int | None) -> str:

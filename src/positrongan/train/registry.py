@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .anchors import DiffusionTrainer, FastGANTrainer
 from .baselines import DCGANTrainer, VAETrainer, WGANGPTrainer
 from .gan import OursTrainer
 from .loop import Trainer
@@ -47,7 +48,8 @@ class Method:
         return self.trainer.method
 
 
-# Row order of the evaluation table: the paper's Table 1 (baselines, then ours).
+# Row order of the evaluation table: the paper's Table 1 (baselines, then ours), then the
+# anchors of the study (not trained by default: config/study.yaml adds them).
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -55,6 +57,8 @@ METHODS: dict[str, Method] = {
         Method(DCGANTrainer, "DCGAN"),
         Method(WGANGPTrainer, "WGAN-GP"),
         Method(OursTrainer, "Ours", memory=True),
+        Method(FastGANTrainer, "FastGAN-lite (Liu et al. 2021)"),
+        Method(DiffusionTrainer, "DDPM UNet, DDIM sampling (MONAI)"),
     )
 }
 

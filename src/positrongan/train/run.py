@@ -57,6 +57,23 @@ def query_source(
     return CTEncoderLatents(vae, ct), (ct.cpu().numpy(),)
 
 
+def subsample(images: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """``n`` of the training images drawn without replacement with the run's seed
+    (``training.train_images``, the data-scarcity curve), in their dataset order; all for None.
+
+    Raises:
+        ConfigError: n exceeds the training split.
+    """
+    if n is None:
+        return images
+    if n > len(images):
+        raise ConfigError(
+            f"config key 'training.train_images' = {n} but the training split holds only {len(images)} images"
+        )
+    keep = np.sort(np.random.default_rng([seed, 0x5CA2]).choice(len(images), n, replace=False))
+    return images[keep]
+
+
 def train_method(
     method: str,
     cfg: dict,
@@ -84,7 +101,9 @@ def train_method(
     """
     spec = get(method)
     tcfg = cfg["training"]
-    images = (torch.from_numpy(training_images(dataset))[:, None] * 2 - 1).to(device)
+    images = (torch.from_numpy(subsample(training_images(dataset), tcfg["train_images"], seed))[:, None] * 2 - 1).to(
+        device
+    )
     size = images.shape[-1]
     log.info("%s: %d training images of %d px on %s", method, len(images), size, device)
     memory = queries = None
