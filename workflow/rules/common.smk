@@ -122,3 +122,25 @@ onstart:
             + ". Make the folder writable (chmod u+w) "
             "or set results_dir to another folder; nothing was run or removed."
         )
+
+
+# -- input functions of the evaluation and enhancement rules (snakemake --lint keeps functions here)
+
+
+def _detector(wildcards):
+    # The defect detector (train_detector), when the workflow has that step; its feature space
+    # gives the domain metrics of the evaluation.
+    if "train_detector" in {r.name for r in workflow.rules}:
+        return [results("detect", "detector.pt")]
+    return []
+
+
+def _enhance_inputs(wildcards):
+    inputs = {"dataset": results("dataset", "positron.npz")}
+    if wildcards.enh_method == "ours":
+        inputs["features"] = results("features", "positron_features.npz")
+    return inputs
+
+
+def _enhance_extra(wildcards, input):
+    return f"--features {input.features}" if wildcards.enh_method == "ours" else ""

@@ -17,17 +17,6 @@ wildcard_constraints:
     enh_seed=r"\d+",
 
 
-def _enhance_inputs(wildcards):
-    inputs = {"dataset": results("dataset", "positron.npz")}
-    if wildcards.enh_method == "ours":
-        inputs["features"] = results("features", "positron_features.npz")
-    return inputs
-
-
-def _enhance_extra(wildcards, input):
-    return f"--features {input.features}" if wildcards.enh_method == "ours" else ""
-
-
 rule enhance_slices:
     input:
         unpack(_enhance_inputs),

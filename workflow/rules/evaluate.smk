@@ -10,14 +10,6 @@ SCARCITY = any(
 )
 
 
-def _detector(wildcards):
-    # The defect detector (rule train_detector), when the workflow has it: its feature space
-    # gives the domain metrics of the evaluation.
-    if "train_detector" in {r.name for r in workflow.rules}:
-        return [results("detect", "detector.pt")]
-    return []
-
-
 rule evaluate_methods:
     input:
         dataset=results("dataset", "positron.npz"),
