@@ -23,8 +23,8 @@ MeV, positions in mm (float), ids and counts as int. Truth: ``sourcePos`` is our
 ``comptonPhantom`` is our per-photon phantom scatter count ``PhantomScatters``, which counts
 Compton and Rayleigh interactions together, so ``RayleighPhantom`` is 0 and their sum (what
 readers use to flag scatter) is right. Counts we do not have are -1: ``comptonCrystal`` and
-``RayleighCrystal`` always, and every phantom count of a file made by the opengate engine
-(whose ``PhantomScatters`` is -1). The volume-name string branches are not written. A scan
+``RayleighCrystal`` always, and every phantom count of a file whose ``PhantomScatters`` is -1
+(an opengate build that did not pass the phantom step counters through its readout chain). The volume-name string branches are not written. A scan
 simulated without its truth branches (``simulation.write_truth: false``) is refused, naming the
 key: GATE 9 has no "unknown" decay point, and readers classify randoms by ``sourcePos``.
 """
