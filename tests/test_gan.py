@@ -397,3 +397,19 @@ def test_train_images_subsample_is_seeded_and_checked():
     assert subsample(x, None, 0) is x
     with pytest.raises(ConfigError, match="training.train_images"):
         subsample(x, 41, 0)
+    # The memory (one row per training image) gets the same draw as the images.
+    mem = np.arange(40, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    assert np.array_equal(subsample(mem, 10, 0)[:, 0], a[:, 0, 0])
+
+
+def test_a_data_scarce_run_of_ours_keeps_only_its_images_in_memory(tmp_path):
+    # training.train_images = 5 of 12: the memory must hold those 5 images' features, not all 12
+    # (otherwise the scarce run still sees every training image through its memory).
+    from positrongan.features.extract import load_memory
+
+    data, feats, lat = training_files(tmp_path)
+    extra = ["--features", str(feats), "--latents", str(lat), "--set", "training.train_images=5"]
+    assert main(train_args(tmp_path, "ours", data, extra)) == 0
+    blob = torch.load(tmp_path / "ours" / "generator.pt", map_location="cpu", weights_only=False)
+    assert blob["memory_slots"] == 5
+    assert len(load_memory(feats)) == 12

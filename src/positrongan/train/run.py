@@ -61,6 +61,9 @@ def subsample(images: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     """``n`` of the training images drawn without replacement with the run's seed
     (``training.train_images``, the data-scarcity curve), in their dataset order; all for None.
 
+    The same draw applies to any array with one row per training image (the memory: see
+    :func:`train_method`), since it depends only on ``len(images)``, ``n`` and ``seed``.
+
     Raises:
         ConfigError: n exceeds the training split.
     """
@@ -101,9 +104,8 @@ def train_method(
     """
     spec = get(method)
     tcfg = cfg["training"]
-    images = (torch.from_numpy(subsample(training_images(dataset), tcfg["train_images"], seed))[:, None] * 2 - 1).to(
-        device
-    )
+    all_images = training_images(dataset)
+    images = (torch.from_numpy(subsample(all_images, tcfg["train_images"], seed))[:, None] * 2 - 1).to(device)
     size = images.shape[-1]
     log.info("%s: %d training images of %d px on %s", method, len(images), size, device)
     memory = queries = None
@@ -112,6 +114,16 @@ def train_method(
         if not features or not latents:
             raise ConfigError(f"method '{method}' needs --features and --latents")
         memory_np = load_memory(features)
+        if tcfg["train_images"] is not None:
+            # A data-scarce run must not see the other training images through its memory: keep
+            # the memory rows of the images it trains on (one row per training image, in dataset
+            # order). The PCA/PCANet basis itself was fitted on the whole training split.
+            if len(memory_np) != len(all_images):
+                raise ConfigError(
+                    f"config key 'training.train_images' needs one memory row per training image: {features} "
+                    f"has {len(memory_np)} rows for {len(all_images)} training images"
+                )
+            memory_np = subsample(memory_np, tcfg["train_images"], seed)
         memory = torch.from_numpy(memory_np)
         queries, depends = query_source(cfg, size, device, latents, vae_model, ct_root)
         extra = (memory_np, *depends)
