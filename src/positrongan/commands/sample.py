@@ -11,6 +11,7 @@ import numpy as np
 from ..config import derived_seed
 from ..errors import ConfigError
 from ..io import save_npz
+from ..metrics.inputs import INFO_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,7 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         # What the evaluation table reports beside the metrics (absent from older generator files).
         **{
             k: np.float64(meta[k])
-            for k in (
-                "real_images_seen",
-                "g_params",
-                "d_params",
-                "n_train_images",
-                "attention_slots",
-                "attention_max",
-                "memory_slots",
-                "wa_change",
-            )
+            for k in INFO_KEYS
             if k in meta
         },
     )
