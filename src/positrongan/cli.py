@@ -29,7 +29,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config-docs": ("config_docs", "write the Markdown documentation of every config key"),
     "simulate": ("simulate", "Monte Carlo of one scan: ROOT singles/coincidences, JSON, truth maps"),
     "system-model": ("system_model", "build the ring's sparse system matrix (once per geometry and grid)"),
+    "normalisation": ("normalisation", "component normalisation factors from a simulated uniform source (once per scanner)"),
     "reconstruct": ("reconstruct", "MLEM/OSEM reconstruction of one scan, with preview PNG and DICOM series"),
+    "reconstruct-map": (
+        "reconstruct_map",
+        "MAP-OSEM (relative-difference prior) of one short-scan twin at each enhancement.map_betas",
+    ),
     "export": ("export", "one scan for other PET tools: GATE 9 ROOT + cylindricalPET macro, or PETSIRD"),
     "detectability": ("detectability", "per-defect CRC/CNR of every scan -> detectability.csv and figure"),
     "build-dataset": ("build_dataset", "2D positron image dataset (slices + truth, split by scan)"),
@@ -45,6 +50,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-enhance": ("evaluate_enhance", "image quality, defect CRC/CNR and hallucination of every enhancement"),
     "train-detector": ("train_detector", "train the defect detector on reference-count training slices"),
     "evaluate-detection": ("evaluate_detection", "detect defects in test slices at every count level, raw and enhanced"),
+    "train-conditional": (
+        "train_conditional",
+        "train the mask-conditioned generator (truth + defect labels -> positron slice) on the training split",
+    ),
+    "evaluate-augmentation": (
+        "evaluate_augmentation",
+        "detector on N real slices with / without generated labelled slices, scored on the test scans",
+    ),
 }
 
 # The options of each command that name its outputs, and whether each is a folder (every
@@ -56,7 +69,9 @@ OUTPUTS: dict[str, dict[str, bool]] = {
     "config-docs": {"out": False},
     "simulate": {"root": False, "meta": False, "truth": False},
     "system-model": {"out": False},
-    "reconstruct": {"out": False, "png": False, "dicom": True},
+    "normalisation": {"out": False, "png": False},
+    "reconstruct": {"out": False, "png": False, "dicom": True, "snapshots": False},
+    "reconstruct-map": {"out": False},
     "export": {"out": False, "macro": False},
     "detectability": {"csv": False, "png": False},
     "build-dataset": {"out": False, "png": False},
@@ -72,6 +87,8 @@ OUTPUTS: dict[str, dict[str, bool]] = {
     "evaluate-enhance": {"metrics": False, "runs": False, "defects": False, "table": False},
     "train-detector": {"out": False, "meta": False},
     "evaluate-detection": {"csv": False, "png": False, "table": False},
+    "train-conditional": {"out": False, "log": False, "png": False},
+    "evaluate-augmentation": {"csv": False, "table": False, "png": False},
 }
 
 EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 2, 130, 143

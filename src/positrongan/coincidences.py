@@ -192,7 +192,15 @@ def sorted_pairs(
 
 @dataclass
 class SortStats:
-    """Counts kept by :class:`StreamSorter`."""
+    """Counts kept by :class:`StreamSorter`.
+
+    A negative ``EventID`` marks a single of a background decay (the crystals' 176Lu,
+    :mod:`positrongan.simulate.lyso`). ``trues`` and ``scatters`` are pairs of one source decay;
+    ``background_trues`` pairs of one background decay (a beta in one crystal and a gamma in
+    another); ``randoms`` pairs of two decays, of either kind. So prompts = trues + scatters +
+    randoms + background_trues. ``background_*`` count the singles, prompts and delayed pairs with
+    at least one background single.
+    """
 
     singles: int = 0
     prompts: int = 0
@@ -200,6 +208,10 @@ class SortStats:
     scatters: int = 0
     randoms: int = 0
     delayed: int = 0
+    background_singles: int = 0
+    background_prompts: int = 0
+    background_trues: int = 0
+    background_delayed: int = 0
 
 
 class StreamSorter:
@@ -272,6 +284,8 @@ class StreamSorter:
             di, dj = sorted_pairs(t, crystal, energy, n_final, self.offset, self.window, False, self.policy)
             delayed = pair_columns(merged, order.take(di), order.take(dj))
             self.stats.delayed += di.size
+            if di.size:
+                self.stats.background_delayed += int(((delayed["EventID1"] < 0) | (delayed["EventID2"] < 0)).sum())
         rest = order[n_final:]
         self.buffer = {k: v.take(rest) for k, v in merged.items()}
         out = None
@@ -279,6 +293,8 @@ class StreamSorter:
             first = order[:n_final]
             out = {k: v.take(first) for k, v in merged.items()}
         self._count(n_final, prompts)
+        if n_final:
+            self.stats.background_singles += int((merged["EventID"].take(order[:n_final]) < 0).sum())
         if n_final:
             counts = np.bincount(crystal[:n_final], minlength=self.crystal_singles.size)
             if counts.size > self.crystal_singles.size:
@@ -294,8 +310,13 @@ class StreamSorter:
         n = prompts["EventID1"].size
         s.prompts += n
         if n:
-            same = prompts["EventID1"] == prompts["EventID2"]
+            e1, e2 = prompts["EventID1"], prompts["EventID2"]
+            same = e1 == e2
+            bg = (e1 < 0) | (e2 < 0)
+            source = same & ~bg
             scat = (prompts["PhantomScatters1"] > 0) | (prompts["PhantomScatters2"] > 0)
-            s.trues += int((same & ~scat).sum())
-            s.scatters += int((same & scat).sum())
+            s.trues += int((source & ~scat).sum())
+            s.scatters += int((source & scat).sum())
             s.randoms += int((~same).sum())
+            s.background_prompts += int(bg.sum())
+            s.background_trues += int((same & bg).sum())

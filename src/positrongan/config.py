@@ -162,6 +162,9 @@ _RULES: list[tuple[tuple[str, ...], Rule]] = []
 
 # Smallest lumen radius the phantom accepts (mm): thinner leaves no fluid to image.
 MIN_LUMEN_MM = 1.0
+# Radius of the normalisation source beyond the sinogram's farthest chord (mm; recon/normalisation.py):
+# several times the detector blur (~3 mm FWHM), so every LOR sees the cylinder's flat interior.
+NORM_SOURCE_MARGIN_MM = 8.0
 
 
 def _rule(*keys: str) -> Callable[[Rule], Rule]:
@@ -322,6 +325,41 @@ def _scatter_needs_mu(cfg: Mapping) -> Iterator[str]:
         )
 
 
+@_rule("reconstruction.normalisation", "reconstruction.mode", "reconstruction.fov_mm", *_RING)
+def _normalisation_source_fits(cfg: Mapping) -> Iterator[str]:
+    rec, bore = cfg["reconstruction"], _inner_radius_mm(cfg)
+    if not rec["normalisation"]:
+        return
+    # The source reaches NORM_SOURCE_MARGIN_MM beyond the sinogram's farthest chord: the
+    # cylindrical field of view (3d) or the image square's corners (2d).
+    reach = rec["fov_mm"] / 2 if rec["mode"] == "3d" else rec["fov_mm"] / 2**0.5
+    margin = NORM_SOURCE_MARGIN_MM
+    if reach + margin + 1.0 >= bore:
+        yield (
+            f"config key 'reconstruction.normalisation' is true but its uniform source ({reach + margin:.1f} mm "
+            f"radius: the field of view's chords plus {margin:g} mm) does not fit inside the ring (inner radius "
+            f"{bore:.1f} mm); lower reconstruction.fov_mm or set reconstruction.normalisation: false"
+        )
+
+
+@_rule("simulation.lyso_background", "scanner.crystal_material", "digitizer.readout", "simulation.engine")
+def _lyso_background(cfg: Mapping) -> Iterator[str]:
+    if not cfg["simulation"]["lyso_background"]:
+        return
+    material = cfg["scanner"]["crystal_material"]
+    if material not in ("LYSO", "LSO"):
+        yield (
+            f"config key 'simulation.lyso_background' is true but 'scanner.crystal_material' = {material!r} holds "
+            "no lutetium: use LYSO or LSO, or set it false"
+        )
+    if cfg["digitizer"]["readout"] != "crystal" and cfg["simulation"]["engine"] != "gate":
+        yield (
+            f"config key 'simulation.lyso_background' is true but 'digitizer.readout' = "
+            f"{cfg['digitizer']['readout']!r}: the background decays inside the box crystals, which only the "
+            "'crystal' readout models"
+        )
+
+
 @_rule("export.formats", "simulation.write_truth")
 def _gate9_truth(cfg: Mapping) -> Iterator[str]:
     if "gate9" in cfg["export"]["formats"] and not cfg["simulation"]["write_truth"]:
@@ -467,6 +505,36 @@ def _enhance_depth(cfg: Mapping) -> Iterator[str]:
             )
 
 
+@_rule("reconstruction.mode", "reconstruction.rdp_beta")
+def _rdp_needs_3d(cfg: Mapping) -> Iterator[str]:
+    # The relative-difference prior lives in the 3D OSEM only.
+    if cfg["reconstruction"]["mode"] != "3d" and cfg["reconstruction"]["rdp_beta"] > 0:
+        yield "config key 'reconstruction.rdp_beta' > 0 needs 'reconstruction.mode' = 3d (the prior is in the 3D OSEM)"
+
+
+# -- detection: the conditional generator of the augmentation study
+
+
+@_rule("detection.conditional.kernel", "dataset.image_size")
+def _conditional_kernel(cfg: Mapping) -> Iterator[str]:
+    k, size = cfg["detection"]["conditional"]["kernel"], cfg["dataset"]["image_size"]
+    if k % 2 == 0:
+        yield f"config key 'detection.conditional.kernel' = {k}: must be odd (a kernel centred on its pixel)"
+    if k // 2 >= size:
+        # The noise is padded by reflection, which needs fewer padding pixels than the image has.
+        yield f"config key 'detection.conditional.kernel' = {k}: must be below 2 x 'dataset.image_size' = {2 * size}"
+
+
+@_rule("detection.conditional.depth", "dataset.image_size")
+def _conditional_depth(cfg: Mapping) -> Iterator[str]:
+    size, depth = cfg["dataset"]["image_size"], cfg["detection"]["conditional"]["depth"]
+    if size % 2**depth or size // 2**depth < 2:
+        yield (
+            f"config key 'detection.conditional.depth' = {depth}: 'dataset.image_size' = {size} must be "
+            f"divisible by 2^{depth} and leave at least 2 px at the bottleneck; use a smaller depth"
+        )
+
+
 def check_rules(cfg: Mapping, given: Iterable[str] | None = None) -> list[str]:
     """Every cross-key rule the config breaks (rules JSON-Schema cannot express).
 
@@ -517,6 +585,12 @@ def check_warnings(cfg: Mapping) -> list[str]:
         out.append(
             f"config key 'scans.count' = {n}: the dataset split by scan leaves no validation scan "
             "(train, val and test each need one scan: use 3 or more)"
+        )
+    skipped = [m for m in ("osem_early", "map_rdp") if m in cfg["enhancement"]["methods"]]
+    if skipped and cfg["reconstruction"]["mode"] != "3d" and cfg["dataset"]["low_count_fractions"]:
+        out.append(
+            f"config key 'enhancement.methods' holds {skipped}, which need 'reconstruction.mode' = 3d (per-iteration "
+            "snapshots and the prior are in the 3D OSEM): they are left out of this run"
         )
     lo, hi = cfg["digitizer"]["energy_window_kev"]
     if not lo <= 511.0 <= hi:

@@ -139,8 +139,25 @@ def _enhance_inputs(wildcards):
     inputs = {"dataset": results("dataset", "positron.npz")}
     if wildcards.enh_method == "ours":
         inputs["features"] = results("features", "positron_features.npz")
+    # The reconstruction-side baselines choose among candidate images of every twin.
+    if wildcards.enh_method == "osem_early":
+        inputs["candidates"] = [
+            results("recon", "lowcount", f"{scan}_{tag}_iterations.npz")
+            for scan in SCANS
+            for tag in LOW_COUNT_TAGS
+        ]
+    elif wildcards.enh_method == "map_rdp":
+        inputs["candidates"] = [
+            results("recon", "map", f"{scan}_{tag}.npz")
+            for scan in SCANS
+            for tag in LOW_COUNT_TAGS
+        ]
     return inputs
 
 
 def _enhance_extra(wildcards, input):
-    return f"--features {input.features}" if wildcards.enh_method == "ours" else ""
+    if wildcards.enh_method == "ours":
+        return f"--features {input.features}"
+    if wildcards.enh_method in ("osem_early", "map_rdp"):
+        return "--candidates " + " ".join(input.candidates)
+    return ""

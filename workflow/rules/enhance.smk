@@ -1,19 +1,28 @@
 # Enhancement mode (docs/enhancement.md): each enhancement method, once per training seed (the
-# classical Gaussian filter once), maps the test scans' short-scan twins to reference slices;
-# then every run is scored against the reference and the truth, beside the raw low-count slices.
+# classical methods, tuned on val and deterministic, once), maps the test scans' short-scan
+# twins to reference slices; then every run is scored against the reference and the truth,
+# beside the raw low-count slices.
 
-ENHANCE_METHODS = (
-    config["enhancement"]["methods"] if config["dataset"]["low_count_fractions"] else []
-)
+ENHANCE_METHODS = [
+    m
+    for m in (
+        config["enhancement"]["methods"]
+        if config["dataset"]["low_count_fractions"]
+        else []
+    )
+    # The reconstruction-side baselines need the 3D OSEM (config.check_warnings says so).
+    if config["reconstruction"]["mode"] == "3d" or m not in ("osem_early", "map_rdp")
+]
+ENHANCE_CLASSICAL = ("gaussian", "osem_early", "map_rdp")
 ENHANCE_RUNS = [
     (m, s)
     for m in ENHANCE_METHODS
-    for s in (config["enhancement"]["seeds"] if m != "gaussian" else [0])
+    for s in (config["enhancement"]["seeds"] if m not in ENHANCE_CLASSICAL else [0])
 ]
 
 
 wildcard_constraints:
-    enh_method="ours|unet|pix2pix|gaussian",
+    enh_method="ours|unet|pix2pix|gaussian|osem_early|map_rdp",
     enh_seed=r"\d+",
 
 

@@ -28,9 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--truth", metavar="NPZ", help="truth maps (results/truth/{scan}.npz): mu-map for attenuation correction"
     )
     parser.add_argument("--system-model", metavar="NPZ", help="cached system model (built on the fly when not given)")
+    parser.add_argument(
+        "--normalisation",
+        metavar="NPZ",
+        help="normalisation factors (results/recon/normalisation.npz), applied when reconstruction.normalisation is true",
+    )
     parser.add_argument("--out", required=True, metavar="NPZ", help="reconstruction (results/recon/{scan}.npz)")
     parser.add_argument("--png", metavar="PNG", help="preview figure (results/recon/{scan}.png)")
     parser.add_argument("--dicom", metavar="DIR", help="DICOM series folder (results/recon/{scan}_dicom)")
+    parser.add_argument(
+        "--snapshots",
+        metavar="NPZ",
+        help="also keep the image after every iteration up to enhancement.osem_max_iterations, post-filtered "
+        "at each enhancement.osem_fwhm_mm, at the dataset's slice scale (recon/lowcount/{scan}_f{f}_iterations.npz: "
+        "the candidates of the enhancement method osem_early); the --out image is unchanged",
+    )
     parser.add_argument(
         "--fraction",
         type=float,
@@ -56,6 +68,8 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
             model = build_system_model(scanner, rcfg, cfg["scanner"])
     elif args.system_model:
         log.info("reconstruction.mode is 3d: --system-model %s is not used", args.system_model)
+    if args.normalisation and not rcfg["normalisation"]:
+        log.info("reconstruction.normalisation is false: --normalisation %s is not applied", args.normalisation)
     truth = load_truth(args.truth, ReconGrid.from_config(scanner, rcfg)) if args.truth else None
     try:
         device = torch_device(cfg["device"])
@@ -63,6 +77,9 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         raise ConfigError(str(exc)) from None
     if not 0 < args.fraction <= 1:
         raise ConfigError(f"--fraction {args.fraction}: must be in (0, 1]")
+    recorder = extra = None
+    if args.snapshots:
+        recorder, extra = snapshot_recorder(cfg, scanner, truth)
     out = reconstruct_scan(
         args.root,
         model,
@@ -74,7 +91,12 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         thin_seed=derived_seed(cfg, "thin", args.scan, fraction_tag(args.fraction)),
         digitizer=cfg["digitizer"],
         acquisition_s=cfg["phantom"]["acquisition_s"],
+        normalisation=args.normalisation if rcfg["normalisation"] else None,
+        callback=recorder,
+        extra_iterations=extra or 0,
     )
+    if recorder is not None:
+        save_snapshots(args.snapshots, recorder, out, args.scan, args.fraction)
     out["scan"] = np.array(args.scan)
     out["device"] = np.array(str(device))
     out.update(calibration(out, cfg["phantom"]["activity_bq"]))
@@ -138,3 +160,42 @@ def calibration(out: dict, activity_bq: float) -> dict:
     if total > 0 and activity_bq > 0:
         return {"units": np.array("BQML"), "bqml_per_unit": np.float64(activity_bq / total)}
     return {"units": np.array("CNTS"), "bqml_per_unit": np.float64(0.0)}
+
+
+def snapshot_recorder(cfg: dict, scanner, truth: dict | None):
+    """The osem_early recorder of a reconstruction (``recon/snapshots.py``) and the iterations
+    to run past ``reconstruction.iterations`` for it."""
+    from ..recon.snapshots import SnapshotRecorder, tube_planes
+
+    rcfg, ecfg, ds = cfg["reconstruction"], cfg["enhancement"], cfg["dataset"]
+    grid = ReconGrid.from_config(scanner, rcfg)
+    k_max = ecfg["osem_max_iterations"]
+    recorder = SnapshotRecorder(
+        grid.voxel_mm,
+        tube_planes(None if truth is None else truth["activity"], grid.shape[0]),
+        ds["image_size"],
+        ds["slice_planes"],
+        ecfg["osem_fwhm_mm"],
+        iterations=range(1, k_max + 1),
+    )
+    return recorder, max(0, k_max - rcfg["iterations"])
+
+
+def save_snapshots(path, recorder, out: dict, scan: str, fraction: float, **extra) -> None:
+    """Write a candidates file (``recon/snapshots.py``) with what it was made from."""
+    import numpy as np
+
+    from ..io import save_npz
+
+    save_npz(
+        path,
+        **recorder.arrays(),
+        scan=np.array(scan),
+        fraction=np.float64(fraction),
+        # The reconstruction's own setting: the candidate that is the dataset's low-count slice.
+        reference_iterations=np.int64(out["iterations"]),
+        reference_fwhm_mm=np.float64(out["postfilter_fwhm_mm"]),
+        seconds=np.float64(out["seconds"]),
+        **extra,
+    )
+    log.info("wrote %s (%d candidates)", path, len(recorder.settings))

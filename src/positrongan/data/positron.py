@@ -117,7 +117,7 @@ def build_dataset(
             ``ds_cfg["low_count_fractions"]`` (None or {} when there are none).
     Returns:
         dict of arrays (images, truth, defect_labels, scan, plane, split, counts, has_defect, z_mm,
-        and low_count, low_count_fractions when twins were given).
+        reference_scale, and low_count, low_count_fractions when twins were given).
     Raises:
         ArtifactError: a missing, corrupt or mismatched input, naming it.
     """
@@ -150,6 +150,7 @@ def build_dataset(
             "counts",
             "has_defect",
             "z_mm",
+            "reference_scale",
         )
     }
     for scan in sorted(recon):
@@ -188,6 +189,7 @@ def build_dataset(
             cols["counts"].append(int(round(counts[p])))
             cols["has_defect"].append(bool(d))
             cols["z_mm"].append(float(r["origin_mm"][0] + p * r["voxel_mm"][0]))
+            cols["reference_scale"].append(scale)
         log.info("%s (%s): %d slices, %d cut a defect", scan, splits[scan], len(planes), int(has_defect.sum()))
     if not cols["images"]:
         raise ArtifactError("no slice passes through the tube in any truth file; nothing to put in the dataset")
@@ -209,6 +211,9 @@ def build_dataset(
         "counts": np.array(cols["counts"], dtype=np.int64),
         "has_defect": np.array(cols["has_defect"], dtype=bool),
         "z_mm": np.array(cols["z_mm"], dtype=np.float32),
+        # What each reference slice (and its twins) was divided by: other slices of the same
+        # plane (enhance/candidates.py) are put on the same scale with it.
+        "reference_scale": np.array(cols["reference_scale"], dtype=np.float64),
         "scan_split": splits,
         "normalisation": np.array(f"per-slice percentile {ds_cfg['normalise_percentile']}, clipped to [0, 1]"),
     }

@@ -98,6 +98,7 @@ def train_detector(
     topk: int = 4,
     seed: int = 0,
     types: tuple[str, ...] = TYPES,
+    val_every: int = 1,
 ) -> tuple[SmallUNet, dict]:
     """Train the detector on reference-count slices.
 
@@ -115,6 +116,8 @@ def train_detector(
         topk: pixels averaged for a slice's per-type score.
         seed: seeds the initialisation, the batch order and the orientations.
         types: the defect type names (label order).
+        val_every: epochs between validation scores (and the last epoch); only scored epochs
+            can be chosen. More than 1 when the epochs are short (a few slices for many epochs).
     Returns:
         (model in eval mode with ``topk`` and ``types`` attributes, metadata dict with the
         per-epoch history, the chosen epoch and its validation score).
@@ -164,7 +167,11 @@ def train_detector(
             losses.append(float(loss.detach()))
         sched.step()
         model.eval()
-        val = _val_score(model, val_images, val_labels, topk) if val_images is not None else float("nan")
+        scored = val_images is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs)
+        if val_images is not None and not scored:
+            history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mean_auc": None})
+            continue
+        val = _val_score(model, val_images, val_labels, topk) if scored else float("nan")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mean_auc": val})
         # Without a validation score (no validation slices, or none with a defect) the last epoch is kept.
         if (np.isfinite(val) and val > best) or (not np.isfinite(val) and not np.isfinite(best)):

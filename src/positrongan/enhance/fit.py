@@ -36,7 +36,7 @@ from .networks import DenseMemoryUNet, UNet, conditional_patch_discriminator
 log = logging.getLogger(__name__)
 
 LEARNED = ("ours", "unet", "pix2pix")
-CLASSICAL = ("gaussian",)
+CLASSICAL = ("gaussian", "osem_early", "map_rdp")
 METHODS = LEARNED + CLASSICAL
 ADVERSARIAL = ("ours", "pix2pix")
 

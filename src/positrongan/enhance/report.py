@@ -12,6 +12,8 @@ from ..io import atomic_path, write_text
 LABELS = {
     "low_count": "Low-count (no enhancement)",
     "gaussian": "Gaussian filter (sigma tuned on val)",
+    "osem_early": "OSEM, iterations and FWHM tuned on val",
+    "map_rdp": "MAP-OSEM, RDP (beta tuned on val)",
     "unet": "U-Net, L1",
     "pix2pix": "pix2pix (U-Net + PatchGAN + 100 L1)",
     "ours": "Ours (dense memory U-Net + PatchGAN, L1 + L_APG)",

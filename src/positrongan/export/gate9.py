@@ -20,7 +20,8 @@ is then our CrystalID. The crystal box is the one the opengate engine builds
 
 Branches, types and units are GATE 9's (``GateRootDefs.cc``): time in s (double), energy in
 MeV, positions in mm (float), ids and counts as int. Truth: ``sourcePos`` is our decay point;
-``comptonPhantom`` is our per-photon phantom scatter count ``PhantomScatters``, which counts
+``sourceID`` is 0 for the phantom's decays and 1 for the crystals' 176Lu background (our negative
+EventIDs); ``comptonPhantom`` is our per-photon phantom scatter count ``PhantomScatters``, which counts
 Compton and Rayleigh interactions together, so ``RayleighPhantom`` is 0 and their sum (what
 readers use to flag scatter) is right. Counts we do not have are -1: ``comptonCrystal`` and
 ``RayleighCrystal`` always, and every phantom count of a file whose ``PhantomScatters`` is -1
@@ -135,7 +136,8 @@ def _single_columns(chunk: Mapping[str, np.ndarray], src: str, dst: str, scanner
     unknown = np.full(n, -1, np.int32)
     out = {
         f"eventID{dst}": (event % _INT32).astype(np.int32),
-        f"sourceID{dst}": np.zeros(n, np.int32),
+        # Source 0: the phantom; 1: the crystals' 176Lu (negative EventIDs, simulation.lyso_background).
+        f"sourceID{dst}": (event < 0).astype(np.int32),
         f"time{dst}": np.asarray(chunk[f"GlobalTime{src}"], dtype=np.float64) * 1e-9,  # ns -> s
         f"energy{dst}": np.asarray(chunk[f"TotalEnergyDeposit{src}"], dtype=np.float32),  # MeV
         f"comptonPhantom{dst}": scat,

@@ -14,6 +14,7 @@ from ..io import load_npz, save_npz
 from .attenuation import attenuation_factors, randoms_estimate
 from .lors import has_tree, read_coincidences, rebin
 from .mlem import reconstruct
+from .normalisation import factors_2d, load_normalisation
 from .osem3d import reconstruct_scan_3d
 from .projector import SystemModel
 from .projector3d import fov_geometry
@@ -73,6 +74,9 @@ def reconstruct_scan(
     thin_seed: int = 0,
     digitizer: dict | None = None,
     acquisition_s: float | None = None,
+    callback=None,
+    extra_iterations: int = 0,
+    normalisation: str | Path | None = None,
 ) -> dict:
     """Coincidences -> MLEM/OSEM image, with the corrections the config asks for: rebinned 2D
     sinograms (``reconstruction.mode: 2d``) or the fully 3D sinogram of every oblique LOR
@@ -90,6 +94,9 @@ def reconstruct_scan(
         thin_seed: seed of the thinning.
         digitizer: the ``digitizer`` section (window and multiples policy of the randoms model).
         acquisition_s: the scan's acquisition time (``phantom.acquisition_s``), for singles rates.
+        callback, extra_iterations: per-iteration snapshots of the unfiltered image (3d mode,
+            ``osem3d.reconstruct_3d``); the outputs stay those of ``reconstruction.iterations``.
+        normalisation: ``recon/normalisation.npz`` to apply (``recon/normalisation.py``), or None.
     Returns:
         The arrays of ``recon/{scan}.npz`` (docs/contract.md) as a dict.
     Raises:
@@ -128,11 +135,36 @@ def reconstruct_scan(
         n_delayed = dstats["kept"]
         log.info("delayed: %s", dstats)
     mu = truth["mu"].astype(np.float32) if recon_cfg["attenuation_correction"] else None
+    norm = None
+    if recon_cfg["normalisation"]:
+        if normalisation is None:
+            raise ConfigError(
+                "config key 'reconstruction.normalisation' is true but no normalisation file was given "
+                "(--normalisation results/recon/normalisation.npz, from `positrongan normalisation`)"
+            )
+        norm = load_normalisation(normalisation, scanner, geom)
     if three_d:
-        result, info = reconstruct_scan_3d(c1, c2, delayed, scanner, recon_cfg, mu, device, randoms=spec)
+        result, info = reconstruct_scan_3d(
+            c1,
+            c2,
+            delayed,
+            scanner,
+            recon_cfg,
+            mu,
+            device,
+            randoms=spec,
+            callback=callback,
+            extra_iterations=extra_iterations,
+            normalisation=norm,
+        )
         subsets, corrected = info["subsets"], (info["attenuation"], info["randoms"])
         scatter_done = info["scatter"]
     else:
+        if callback is not None or extra_iterations or recon_cfg.get("rdp_beta", 0.0) > 0:
+            raise ConfigError(
+                "per-iteration snapshots (enhancement method osem_early) and the relative-difference prior "
+                "(reconstruction.rdp_beta > 0) need config key 'reconstruction.mode' = 3d"
+            )
         randoms = None if spec is None else randoms_2d(spec, scanner, geom, maxrd)
         atten = None
         if mu is not None:
@@ -140,8 +172,16 @@ def reconstruct_scan(
             log.info("attenuation factors: min %.3f, mean %.3f", atten.min(), atten.mean())
         # subsets <= views is a config rule (config.py), checked before any job runs.
         subsets = recon_cfg["subsets"] if recon_cfg["algorithm"] == "osem" else 1
+        norm_2d = None if norm is None else factors_2d(norm, scanner, geom, maxrd)
         result = reconstruct(
-            model, sino, recon_cfg["iterations"], subsets, attenuation=atten, randoms=randoms, device=device
+            model,
+            sino,
+            recon_cfg["iterations"],
+            subsets,
+            attenuation=atten,
+            randoms=randoms,
+            device=device,
+            normalisation=norm_2d,
         )
         corrected = (atten is not None, randoms is not None)
         scatter_done = False
@@ -176,12 +216,21 @@ def reconstruct_scan(
     }
     if delayed_sino is not None:
         out["delayed_sinogram"] = delayed_sino
+    if recon_cfg.get("rdp_beta", 0.0) > 0:  # MAP-OSEM: its prior and objective (L - beta U) per iteration
+        for key in ("rdp_beta", "rdp_gamma", "rdp_beta_abs", "objective"):
+            out[key] = np.asarray(result.info[key], dtype=np.float64)
     out["randoms_method"] = np.array(spec.method if spec is not None and corrected[1] else "none")
     if spec is not None:
         out.update({k: v for k, v in spec.metadata().items() if k != "randoms_method"})
-    flags = (("ATTN", corrected[0]), ("SCAT", scatter_done), ("RAN", corrected[1]))
+    flags = (("NORM", norm is not None), ("ATTN", corrected[0]), ("SCAT", scatter_done), ("RAN", corrected[1]))
     out["corrections"] = np.array([c for c, on in flags if on], dtype=str)
     out["scatter_corrected"] = np.bool_(scatter_done)
+    out["normalised"] = np.bool_(norm is not None)
+    if norm is not None:
+        # What was applied, so the image can be traced to its factors.
+        out["normalisation_trues"] = np.int64(norm["trues"])
+        out["normalisation_seed"] = np.int64(norm["seed"])
+        out["normalisation_radial_range"] = np.array([norm["radial"].min(), norm["radial"].max()])
     if scatter_done:
         last = result.info["scatter"][-1]
         out["scatter_fraction"] = np.float64(last["fraction"])

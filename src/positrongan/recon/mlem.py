@@ -5,7 +5,8 @@ Model of the expected counts in sinogram cell i of plane p (ordinary-Poisson for
     ybar[i, p] = m[i, p] * (A x[:, p])[i] + r[i, p]
 
 ``A`` is the system matrix (line integrals, mm), ``m`` the multiplicative factors (ring pairs per
-plane times attenuation factors ``exp(-A mu)``), ``r`` the additive randoms estimate. The
+plane times attenuation factors ``exp(-A mu)``, times the normalisation when given), ``r`` the
+additive randoms estimate. The
 update of subset S is
 
     x <- x / (A_S^T m_S) * A_S^T (m_S * y_S / ybar_S)
@@ -71,6 +72,7 @@ def reconstruct(
     randoms: np.ndarray | None = None,
     device: str = "cpu",
     show_progress: bool = True,
+    normalisation: np.ndarray | None = None,
 ) -> ReconResult:
     """Reconstruct every plane of a sinogram stack with MLEM (subsets = 1) or OSEM.
 
@@ -83,6 +85,8 @@ def reconstruct(
         randoms: (planes, views, bins) expected randoms per cell, or None.
         device: torch device.
         show_progress: show a progress bar over iterations.
+        normalisation: (planes, views, bins) normalisation factors (``recon/normalisation.py``,
+            ``factors_2d``), or None (1).
     Returns:
         A :class:`ReconResult`.
     Raises:
@@ -109,6 +113,8 @@ def reconstruct(
     mult = torch.from_numpy(model.plane_weight.astype(np.float32)).to(dev)[None, :].expand_as(y).clone()
     if attenuation is not None:
         mult *= cols(attenuation)
+    if normalisation is not None:
+        mult *= cols(normalisation)
     r = cols(randoms) if randoms is not None else torch.zeros_like(y)
 
     # Start from a uniform image per plane whose forward projection has the plane's net counts.

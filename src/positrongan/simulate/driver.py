@@ -179,6 +179,29 @@ def run_engine(
         "decays_per_second": (decays if decays is not None else expected) / max(seconds, 1e-9),
         "cpu_seconds_by_stage": cpu,
     }
+    background = getattr(engine, "background", None)
+    if background is not None:
+        # The crystals' 176Lu (simulation.lyso_background): its share of every count.
+        counts.update(
+            {
+                "lyso_activity_bq": background.activity_bq,
+                "lyso_decays": background.decays,
+                "lyso_singles": s.background_singles,
+                "lyso_prompts": s.background_prompts,
+                "lyso_trues": s.background_trues,
+                "lyso_delayed": s.background_delayed if delayed else None,
+            }
+        )
+        log.info(
+            "%s: 176Lu background %.4g Bq: %s decays, %d singles, %d prompts (%d from one decay), %s delayed",
+            scan,
+            background.activity_bq,
+            background.decays,
+            s.background_singles,
+            s.background_prompts,
+            s.background_trues,
+            counts["lyso_delayed"],
+        )
     if decays is None:
         counts["decays_note"] = "expected value (activity x time); GATE draws the actual number"
     if not separated:

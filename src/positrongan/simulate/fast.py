@@ -31,6 +31,9 @@ does not grow with the number of decays. One chunk:
 
 No pile-up and no dead time are modelled.
 
+With ``simulation.lyso_background``, the crystals' own 176Lu decays (:mod:`.lyso`) are simulated
+too, interleaved in time with the source's (:func:`fast_chunks`); both kernels share that code.
+
 This numpy implementation is the reference (``simulation.kernel: numpy``, :data:`NumpyEngine`);
 the default, :class:`.fast_numba.NumbaEngine`, compiles the same physics with numba and is
 tested against it.
@@ -116,6 +119,7 @@ class FastEngine:
         # Crystal-id -> GATE-like unique volume id string, looked up instead of formatted per single.
         ring, index = scanner.ring_and_index(np.arange(scanner.n_crystals))
         self.volume_ids = np.array([f"0_0_{r}_{i}" for r, i in zip(ring, index)], dtype="S")
+        self.background = make_background(scanner, digitizer, acquisition, np.float64, self.volume_ids)
 
     # ---- digitizer helpers ------------------------------------------------------------------
 
@@ -130,8 +134,11 @@ class FastEngine:
 
     @property
     def expected_chunks(self) -> int:
-        """Chunks a scan of the expected number of decays takes (for the progress bar)."""
-        return max(1, math.ceil(self.acq.expected_decays / self.acq.chunk_decays))
+        """Chunks a scan of the expected number of decays takes (for the progress bar), background included."""
+        n = max(1, math.ceil(self.acq.expected_decays / self.acq.chunk_decays))
+        if self.background is not None:
+            n += math.ceil(self.background.expected_decays / self.acq.chunk_decays)
+        return n
 
     def chunks(self, rng: np.random.Generator) -> Iterator[tuple[dict[str, np.ndarray], float, int]]:
         """The whole scan as chunks of singles, for :func:`.driver.run_engine`.
@@ -145,24 +152,8 @@ class FastEngine:
     # ---- sources ------------------------------------------------------------------------------
 
     def decay_chunks(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        """Yield decay times (ns) of the whole acquisition in time-ordered chunks.
-
-        A Poisson process of rate A on [0, T] (exponential gaps), so the total is Poisson(A T)
-        and the chunks come in time order (needed to stream the coincidence sorter).
-        """
-        rate_per_ns = self.acq.activity_bq * 1e-9
-        t_end = self.acq.acquisition_s * 1e9
-        chunk = self.acq.chunk_decays
-        t = 0.0
-        while True:
-            times = t + np.cumsum(rng.standard_exponential(chunk) / rate_per_ns)
-            if times[-1] >= t_end:
-                times = times[times < t_end]
-                if times.size:
-                    yield times
-                return
-            t = times[-1]
-            yield times
+        """Decay times (ns) of the whole acquisition in time-ordered chunks (:func:`poisson_times`)."""
+        return poisson_times(self.acq.activity_bq, self.acq.acquisition_s, self.acq.chunk_decays, rng)
 
     def emit(self, times: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Photons]:
         """Decay positions and the two annihilation photons of each decay.
@@ -315,102 +306,17 @@ class FastEngine:
 
     def _readout_position(self, crystal: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """(3, n) float32 positions of the singles: the crystal centres with ``readout_discretize``."""
-        if self.digitizer.readout_discretize:
-            return self.scanner.crystal_centre(crystal).T.astype(np.float32)
-        return pos.astype(np.float32)
+        return readout_position(self.scanner, self.digitizer, crystal, pos)
 
     def _detect_crystal(self, ph_st: np.ndarray, rng: np.random.Generator, n_decays: int) -> dict[str, np.ndarray]:
         """Per-crystal readout in box crystals (GATE's readout, group volume = crystal).
 
-        Each photon is tracked through the boxes (photoelectric / Compton, at most
-        MAX_CRYSTAL_INTERACTIONS interactions, nothing in the air gaps, the bore crossed); the
-        deposits of one decay are then summed per crystal: energy = sum, time = earliest deposit,
-        position = the policy's (largest deposit or energy-weighted centroid).
+        Each photon is tracked through the boxes (:func:`track_crystal_hits`); the deposits of one
+        decay are then summed per crystal (:func:`crystal_readout`): energy = sum, time = earliest
+        deposit, position = the policy's (largest deposit or energy-weighted centroid).
         """
-        g = self.boxes
-        m = ph_st.shape[1]
-        p = ph_st[0:3].copy()
-        u = ph_st[3:6].copy()
-        e = ph_st[6].copy()
-        path = ph_st[7].copy()
-        row = np.arange(m)
-        n_int = np.zeros(m, np.int64)
-        crystal = np.full(m, -1, np.int64)
-        dout = np.zeros(m)
-        hits: list[tuple[np.ndarray, ...]] = []
-        for _ in range(MAX_CRYSTAL_STEPS):
-            if not row.size:
-                break
-            # Photons between crystals: to the next box along the ray (or gone).
-            k = np.flatnonzero(crystal < 0)
-            if k.size:
-                t0, t1, cid = next_box(g, p[:, k], u[:, k])
-                ok = cid >= 0
-                kk = k[ok]
-                p[:, kk] += u[:, kk] * t0[ok]
-                path[kk] += t0[ok]
-                dout[kk] = t1[ok] - t0[ok]
-                crystal[kk] = cid[ok]
-                live = np.ones(row.size, bool)
-                live[k[~ok]] = False
-                if not live.all():
-                    j = np.flatnonzero(live)
-                    p, u, e, path, row, n_int, crystal, dout = (
-                        p[:, j],
-                        u[:, j],
-                        e[j],
-                        path[j],
-                        row[j],
-                        n_int[j],
-                        crystal[j],
-                        dout[j],
-                    )
-                if not row.size:
-                    break
-            mu_pe, mu_c = self.crystal.photo_compton(e)
-            mu = mu_pe + mu_c
-            s = rng.standard_exponential(row.size) / mu
-            leave = s >= dout
-            # Leaving the box: move to its surface; the next pass finds the next box.
-            jl = np.flatnonzero(leave)
-            # Just past the surface: a convex box is never re-entered along the same ray.
-            p[:, jl] += u[:, jl] * (dout[jl] + EPS_MM)
-            path[jl] += dout[jl]
-            crystal[jl] = -1
-            ji = np.flatnonzero(~leave)
-            si = s[ji]
-            p[:, ji] += u[:, ji] * si
-            path[ji] += si
-            ei = e[ji]
-            photo = rng.random(ji.size) * mu[ji] < mu_pe[ji]
-            dep = ei.copy()
-            jc = np.flatnonzero(~photo)
-            cos_t, e_new = mat.sample_klein_nishina(ei[jc], rng)
-            dep[jc] = ei[jc] - e_new
-            hits.append((row[ji], crystal[ji], dep, p[:, ji].copy(), path[ji].copy()))
-            comp = ji[jc]
-            e[comp] = e_new
-            u[:, comp] = mat.rotate_uvw(u[:, comp], cos_t, rng)
-            n_int[ji] += 1
-            if comp.size:
-                _, t1 = box_interval(g, p[:, comp], u[:, comp], crystal[comp] % g.n, crystal[comp] // g.n)
-                dout[comp] = np.maximum(t1, 0.0)
-            dead = np.zeros(row.size, bool)
-            dead[ji[photo]] = True
-            dead |= n_int >= MAX_CRYSTAL_INTERACTIONS
-            if dead.any():
-                j = np.flatnonzero(~dead)
-                p, u, e, path, row, n_int, crystal, dout = (
-                    p[:, j],
-                    u[:, j],
-                    e[j],
-                    path[j],
-                    row[j],
-                    n_int[j],
-                    crystal[j],
-                    dout[j],
-                )
-        if not hits:
+        hits = track_crystal_hits(self.boxes, self.crystal, ph_st, rng)
+        if hits is None:
             z = np.zeros(0)
             return {
                 "row": np.zeros(0, np.int64),
@@ -419,26 +325,11 @@ class FastEngine:
                 "path": z,
                 "crystal": np.zeros(0, np.int32),
             }
-        h_row = np.concatenate([h[0] for h in hits])
-        h_cry = np.concatenate([h[1] for h in hits])
-        h_dep = np.concatenate([h[2] for h in hits])
-        h_pos = np.concatenate([h[3] for h in hits], axis=1)
-        h_path = np.concatenate([h[4] for h in hits])
+        h_row, h_cry, h_dep, h_pos, h_path = hits
         decay = ph_st[9].take(h_row).astype(np.int64) % n_decays
-        key = decay * self.scanner.n_crystals + h_cry
-        # Group by (decay, crystal), the largest deposit first in each group.
-        order = np.lexsort((-h_dep, key))
-        key = key[order]
-        start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        dep_o = h_dep[order]
-        edep = np.add.reduceat(dep_o, start)
-        first_path = np.minimum.reduceat(h_path[order], start)
-        win = order[start]
-        if self.digitizer.readout_policy == "energy_centroid":
-            pos = np.stack([np.add.reduceat(h_pos[c][order] * dep_o, start) for c in range(3)]) / edep
-        else:
-            pos = h_pos[:, win]
-        cid = h_cry[win]
+        win, edep, pos, first_path, cid = crystal_readout(
+            decay, h_cry, h_dep, h_pos, h_path, self.scanner.n_crystals, self.digitizer.readout_policy
+        )
         return {
             "row": h_row[win],
             "edep": edep,
@@ -584,19 +475,247 @@ class FastEngine:
 NumpyEngine = FastEngine  # the name ``simulation.kernel: numpy`` refers to
 
 
+def poisson_times(rate_bq: float, duration_s: float, chunk: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Yield the event times (ns) of a Poisson process of rate ``rate_bq`` on [0, ``duration_s``] in
+    time-ordered chunks of ``chunk`` events (the last one shorter).
+
+    Exponential gaps, so the total is Poisson(rate x duration) and the chunks come in time order
+    (needed to stream the coincidence sorter); memory stays flat whatever the total.
+    """
+    rate_per_ns = rate_bq * 1e-9
+    t_end = duration_s * 1e9
+    t = 0.0
+    while True:
+        times = t + np.cumsum(rng.standard_exponential(chunk) / rate_per_ns)
+        if times[-1] >= t_end:
+            times = times[times < t_end]
+            if times.size:
+                yield times
+            return
+        t = times[-1]
+        yield times
+
+
+def readout_position(scanner: Scanner, digitizer: Digitizer, crystal: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """(3, n) float32 positions of singles read out in ``crystal`` at ``pos`` (3, n): the crystal
+    centres with ``readout_discretize`` (GATE's ``discretize_volume``), else ``pos``."""
+    if digitizer.readout_discretize:
+        return scanner.crystal_centre(crystal).T.astype(np.float32)
+    return pos.astype(np.float32)
+
+
+def track_crystal_hits(
+    g: BoxRing, table: mat.MaterialTable, ph_st: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, ...] | None:
+    """Track photons through the box crystals and return their deposits.
+
+    Each photon of the state array ``ph_st`` (see :meth:`FastEngine._transport`; it may start
+    anywhere, in the bore or inside a crystal) goes to the next box along its ray, interacts there
+    by photoelectric absorption (deposits the rest) or Compton scattering (deposits E - E', goes on,
+    into a neighbour or across the bore), at most MAX_CRYSTAL_INTERACTIONS times; nothing interacts
+    in the air gaps.
+
+    Params:
+        g: the box crystals.
+        table: the crystal material's cross sections (``MaterialTable([material], rayleigh=False)``).
+        ph_st: (10, m) photon state.
+        rng: the Generator.
+    Returns:
+        (row, crystal, deposit (MeV), position (3, k), path (mm)) of the k deposits, row being the
+        photon's column in ``ph_st``; None when nothing was deposited.
+    """
+    m = ph_st.shape[1]
+    p = ph_st[0:3].copy()
+    u = ph_st[3:6].copy()
+    e = ph_st[6].copy()
+    path = ph_st[7].copy()
+    row = np.arange(m)
+    n_int = np.zeros(m, np.int64)
+    crystal = np.full(m, -1, np.int64)
+    dout = np.zeros(m)
+    hits: list[tuple[np.ndarray, ...]] = []
+    for _ in range(MAX_CRYSTAL_STEPS):
+        if not row.size:
+            break
+        # Photons between crystals: to the next box along the ray (or gone).
+        k = np.flatnonzero(crystal < 0)
+        if k.size:
+            t0, t1, cid = next_box(g, p[:, k], u[:, k])
+            ok = cid >= 0
+            kk = k[ok]
+            p[:, kk] += u[:, kk] * t0[ok]
+            path[kk] += t0[ok]
+            dout[kk] = t1[ok] - t0[ok]
+            crystal[kk] = cid[ok]
+            live = np.ones(row.size, bool)
+            live[k[~ok]] = False
+            if not live.all():
+                j = np.flatnonzero(live)
+                p, u, e, path, row, n_int, crystal, dout = (
+                    p[:, j],
+                    u[:, j],
+                    e[j],
+                    path[j],
+                    row[j],
+                    n_int[j],
+                    crystal[j],
+                    dout[j],
+                )
+            if not row.size:
+                break
+        mu_pe, mu_c = table.photo_compton(e)
+        mu = mu_pe + mu_c
+        s = rng.standard_exponential(row.size) / mu
+        leave = s >= dout
+        # Leaving the box: move to its surface; the next pass finds the next box.
+        jl = np.flatnonzero(leave)
+        # Just past the surface: a convex box is never re-entered along the same ray.
+        p[:, jl] += u[:, jl] * (dout[jl] + EPS_MM)
+        path[jl] += dout[jl]
+        crystal[jl] = -1
+        ji = np.flatnonzero(~leave)
+        si = s[ji]
+        p[:, ji] += u[:, ji] * si
+        path[ji] += si
+        ei = e[ji]
+        photo = rng.random(ji.size) * mu[ji] < mu_pe[ji]
+        dep = ei.copy()
+        jc = np.flatnonzero(~photo)
+        cos_t, e_new = mat.sample_klein_nishina(ei[jc], rng)
+        dep[jc] = ei[jc] - e_new
+        hits.append((row[ji], crystal[ji], dep, p[:, ji].copy(), path[ji].copy()))
+        comp = ji[jc]
+        e[comp] = e_new
+        u[:, comp] = mat.rotate_uvw(u[:, comp], cos_t, rng)
+        n_int[ji] += 1
+        if comp.size:
+            _, t1 = box_interval(g, p[:, comp], u[:, comp], crystal[comp] % g.n, crystal[comp] // g.n)
+            dout[comp] = np.maximum(t1, 0.0)
+        dead = np.zeros(row.size, bool)
+        dead[ji[photo]] = True
+        dead |= n_int >= MAX_CRYSTAL_INTERACTIONS
+        if dead.any():
+            j = np.flatnonzero(~dead)
+            p, u, e, path, row, n_int, crystal, dout = (
+                p[:, j],
+                u[:, j],
+                e[j],
+                path[j],
+                row[j],
+                n_int[j],
+                crystal[j],
+                dout[j],
+            )
+    if not hits:
+        return None
+    return (
+        np.concatenate([h[0] for h in hits]),
+        np.concatenate([h[1] for h in hits]),
+        np.concatenate([h[2] for h in hits]),
+        np.concatenate([h[3] for h in hits], axis=1),
+        np.concatenate([h[4] for h in hits]),
+    )
+
+
+def crystal_readout(
+    decay: np.ndarray,
+    h_cry: np.ndarray,
+    h_dep: np.ndarray,
+    h_pos: np.ndarray,
+    h_path: np.ndarray,
+    n_crystals: int,
+    policy: str,
+) -> tuple[np.ndarray, ...]:
+    """Sum deposits per (decay, crystal), as GATE's readout with ``group_volume`` = crystal.
+
+    Params:
+        decay, h_cry, h_dep, h_pos (3, k), h_path: the decay, crystal, energy (MeV), position and
+            path (mm) of every deposit.
+        n_crystals: number of crystals (the grouping key is decay x n_crystals + crystal).
+        policy: ``energy_winner`` (position of the largest deposit) or ``energy_centroid``.
+    Returns:
+        (index of each group's largest deposit, summed energy, position (3, n), the smallest path
+        (the earliest deposit), crystal), one entry per (decay, crystal) group.
+    """
+    key = decay * n_crystals + h_cry
+    # Group by (decay, crystal), the largest deposit first in each group.
+    order = np.lexsort((-h_dep, key))
+    key = key[order]
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    dep_o = h_dep[order]
+    edep = np.add.reduceat(dep_o, start)
+    first_path = np.minimum.reduceat(h_path[order], start)
+    win = order[start]
+    if policy == "energy_centroid":
+        pos = np.stack([np.add.reduceat(h_pos[c][order] * dep_o, start) for c in range(3)]) / edep
+    else:
+        pos = h_pos[:, win]
+    return win, edep, pos, first_path, h_cry[win]
+
+
+def make_background(scanner: Scanner, digitizer: Digitizer, acquisition: Acquisition, energy_dtype, volume_ids):
+    """The engine's 176Lu background (:class:`.lyso.LysoBackground`), or None when it is off."""
+    if acquisition.lyso_activity_bq <= 0:
+        return None
+    from .lyso import LysoBackground
+
+    return LysoBackground(
+        scanner,
+        digitizer,
+        acquisition.lyso_activity_bq,
+        acquisition.acquisition_s,
+        acquisition.chunk_decays,
+        energy_dtype=energy_dtype,
+        volume_ids=volume_ids,
+    )
+
+
 def fast_chunks(engine, rng: np.random.Generator) -> Iterator[tuple[dict[str, np.ndarray], float, int]]:
     """Decay chunks of a fast engine (numpy or numba) turned into singles, each with the time up
     to which the scan's singles are complete.
 
     Singles of later decays can precede their decay time only by the time blur: with 10 sigma of
     guard, no later single can fall before ``last decay time - guard``.
+
+    With a background (``engine.background``), its decays come from their own stream
+    (``rng.spawn``, which leaves ``rng``'s draws, hence the source's singles, unchanged) and are
+    interleaved in time: after each source chunk, background chunks are simulated until they pass
+    its last decay; every yield is complete up to the earlier of the two streams' last decays.
+    Background chunks report 0 source decays.
     """
     guard_ns = 1.0 + 10.0 * engine.digitizer.time_resolution_ps * 1e-3 * FWHM_TO_SIGMA
     decays = 0
+    bg = getattr(engine, "background", None)
+    if bg is None:
+        for times in engine.decay_chunks(rng):
+            singles = engine.simulate_chunk(times, decays, rng)
+            decays += times.size
+            yield singles, float(times[-1]) - guard_ns, times.size
+        return
+    bg_rng = rng.spawn(1)[0]
+    bg_chunks = bg.decay_chunks(bg_rng)
+    bg_front = -math.inf  # the last background decay simulated (inf: none left)
+    bg_decays = 0
+
+    def background_until(t_ns: float, src_front: float):
+        nonlocal bg_front, bg_decays
+        while bg_front < t_ns:
+            times = next(bg_chunks, None)
+            if times is None:
+                bg_front = math.inf
+                return
+            singles = bg.simulate_chunk(times, bg_decays, bg_rng)
+            bg_decays += times.size
+            bg_front = float(times[-1])
+            yield singles, min(src_front, bg_front) - guard_ns, 0
+
     for times in engine.decay_chunks(rng):
         singles = engine.simulate_chunk(times, decays, rng)
         decays += times.size
-        yield singles, float(times[-1]) - guard_ns, times.size
+        src_front = float(times[-1])
+        yield singles, min(src_front, bg_front) - guard_ns, times.size
+        yield from background_until(src_front, src_front)
+    yield from background_until(math.inf, math.inf)
 
 
 # ---- ray geometry (vectorised) ------------------------------------------------------------------

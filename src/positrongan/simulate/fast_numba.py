@@ -47,6 +47,7 @@ from .fast import (
     FastEngine,
     Photons,
     fast_chunks,
+    make_background,
 )
 from .settings import FWHM_TO_SIGMA, Acquisition, Digitizer
 
@@ -1223,6 +1224,9 @@ class NumbaEngine:
         self.h_path = np.zeros(MAX_HITS)
         self.h_nsc = np.zeros(MAX_HITS, np.int64)
         self.h_used = np.zeros(MAX_HITS, np.bool_)
+        # The 176Lu background: the numpy implementation shared with the reference engine (its
+        # own random stream, so both engines give the same background singles for a seed).
+        self.background = make_background(scanner, digitizer, acquisition, np.float32, None)
 
     def compile(self) -> None:
         """Compile the kernels (or load them from numba's on-disk cache) with a tiny throwaway

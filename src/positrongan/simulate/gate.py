@@ -16,7 +16,10 @@ Scene:
 - the truth: per-photon Compton and Rayleigh counts in the phantom (auxiliary attributes of the
   hits, so ``PhantomScatters`` separates trues from scatters as in the fast engine);
 - physics: ``simulation.rayleigh: false`` inactivates Geant4's Rayleigh process for gammas; the
-  source emits at ``activity_bq`` x the F-18 beta+ fraction.
+  source emits at ``activity_bq`` x the F-18 beta+ fraction;
+- with ``simulation.lyso_background``, the crystals' 176Lu as ``ion 71 176`` sources confined to
+  the crystals (:func:`add_lyso_sources`; radioactive decay switched on), whose singles get
+  negative EventIDs as in the fast engine.
 
 opengate is imported only here, and only after checking the Geant4 datasets: importing it
 without them starts a ~2 GB download (DESIGN.md §4). With ``GATEONRTD=1`` the import skips
@@ -39,6 +42,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..geometry.phantom import AIR, DEPOSIT, FLUID, GAS, WALL, TubePhantom
 from ..geometry.scanner import Scanner
+from .lyso import BackgroundCount
 from .settings import GATE_READOUT_POLICY, Acquisition, Digitizer
 from .settings import crystal_box_mm as _crystal_box_mm
 
@@ -268,6 +272,8 @@ def build_simulation(
         src.direction.accolinearity_flag = acquisition.acollinearity_fwhm_deg > 0
         src.direction.accolinearity_fwhm = acquisition.acollinearity_fwhm_deg * deg
     sim.run_timing_intervals = [[0, acquisition.acquisition_s * sec]]
+    if acquisition.lyso_activity_bq > 0:
+        add_lyso_sources(sim, scanner, acquisition.lyso_activity_bq, crystal.name)
 
     # ---- digitizer chain -------------------------------------------------------------------------
     out = workdir / "gate_singles.root"
@@ -329,6 +335,69 @@ def build_simulation(
     return sim, out, "Singles"
 
 
+LYSO_SOURCE_PREFIX = "lyso_lu176_"
+
+
+def add_lyso_sources(sim, scanner: Scanner, activity_bq: float, crystal_name: str) -> list:
+    """The crystals' 176Lu background (``simulation.lyso_background``) as opengate ion sources.
+
+    Geant4's radioactive decay gives the beta spectrum and the 176Hf cascade (with internal
+    conversion) itself. Geant4's confinement takes one physical-volume name, and the crystal is a
+    repeated volume whose copies around a ring are the physical volumes ``<crystal>_rep_<i>`` (each
+    placed in every ring), so the activity is one source per crystal column i: a box covering the
+    column's crystals (all rings), confined to ``<crystal>_rep_<i>`` (the 0.1 % of the box between
+    rings is resampled), with activity_bq / crystals_per_ring. The ion's lifetime is set to 0
+    (``user_particle_life_time``; what opengate does for ion sources with a half-life) so it decays
+    at the source's event time instead of ~1e10 years later.
+
+    Params:
+        sim: the opengate Simulation.
+        scanner: the scanner.
+        activity_bq: total 176Lu activity of the crystals [Bq].
+        crystal_name: the repeated crystal volume.
+    Returns:
+        The sources, in crystal-index order.
+    """
+    from scipy.spatial.transform import Rotation
+
+    from .lyso import LU176_HALF_LIFE_S
+
+    import opengate as gate
+
+    u = gate.g4_units
+    mm, sec, Bq = u.mm, u.second, u.Bq
+    sim.physics_manager.enable_decay = True
+    depth, width, _ = crystal_box_mm(scanner)
+    r_mid = scanner.inner_radius_mm + depth / 2
+    n = scanner.crystals_per_ring
+    sources = []
+    for i in range(n):
+        phi = 2 * math.pi * i / n
+        src = sim.add_source("GenericSource", f"{LYSO_SOURCE_PREFIX}{i}")
+        src.particle = "ion 71 176"
+        src.energy.type = "mono"
+        src.energy.mono = 0
+        src.direction.type = "iso"
+        src.position.type = "box"
+        src.position.size = [depth * mm, width * mm, scanner.axial_length_mm * mm]
+        src.position.translation = [r_mid * math.cos(phi) * mm, r_mid * math.sin(phi) * mm, 0]
+        src.position.rotation = Rotation.from_euler("z", phi).as_matrix()
+        src.position.confine = f"{crystal_name}_rep_{i}"
+        src.activity = activity_bq / n * Bq
+        src.half_life = LU176_HALF_LIFE_S * sec
+        src.user_particle_life_time = 0
+        sources.append(src)
+    return sources
+
+
+def mark_background_events(event: np.ndarray, x: np.ndarray, y: np.ndarray, scanner: Scanner) -> np.ndarray:
+    """GATE EventIDs with the crystals' 176Lu decays made negative (-(id + 1)), as the fast engine
+    numbers them: a decay is the background's when its position (GATE's EventPosition, x, y in mm)
+    lies in the crystal ring; the phantom is well inside the bore. Pairs of one decay stay pairs."""
+    crystal_born = np.hypot(x, y) >= scanner.inner_radius_mm - 0.5
+    return np.where(crystal_born, -(np.asarray(event, np.int64) + 1), event).astype(np.int64)
+
+
 def crystal_ids_from_volume_ids(volume_ids: np.ndarray, scanner: Scanner) -> np.ndarray:
     """CrystalID from GATE's PreStepUniqueVolumeID strings (``..._<ring copy>_<crystal copy>``)."""
     parts = [str(v).replace("-", "_").split("_") for v in volume_ids]
@@ -373,6 +442,7 @@ class GateEngine:
         self.tube, self.scanner, self.digitizer, self.acq = tube, scanner, digitizer, acquisition
         self.seed = seed
         self.workdir = Path(workdir)
+        self.background = BackgroundCount(acquisition.lyso_activity_bq) if acquisition.lyso_activity_bq > 0 else None
 
     def compile(self) -> None:
         """Nothing to compile."""
@@ -391,8 +461,11 @@ class GateEngine:
                 g = f[tree].arrays(library="np")
         n = len(g["GlobalTime"])
         vol = np.asarray(g["PreStepUniqueVolumeID"]).astype(str)
+        event = g["EventID"].astype(np.int64)
+        if self.background is not None:
+            event = mark_background_events(event, g["EventPosition_X"], g["EventPosition_Y"], self.scanner)
         singles = {
-            "EventID": g["EventID"].astype(np.int64),
+            "EventID": event,
             "GlobalTime": g["GlobalTime"].astype(np.float64),
             "TotalEnergyDeposit": g["TotalEnergyDeposit"].astype(np.float64),
             "PostPosition_X": g["PostPosition_X"],

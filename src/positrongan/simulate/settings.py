@@ -19,6 +19,19 @@ READOUT_POLICIES = ("energy_winner", "energy_centroid")
 GATE_READOUT_POLICY = {"energy_winner": "EnergyWinnerPosition", "energy_centroid": "EnergyWeightedCentroidPosition"}
 
 
+def lyso_activity_bq(cfg: Mapping) -> float:
+    """The 176Lu background activity [Bq] of a validated config: 0 unless
+    ``simulation.lyso_background``, else the crystals' (:func:`.lyso.background_activity_bq`, with
+    ``simulation.lyso_bq_per_g`` when set)."""
+    s = cfg["simulation"]
+    if not s["lyso_background"]:
+        return 0.0
+    from ..geometry.scanner import Scanner
+    from .lyso import background_activity_bq
+
+    return background_activity_bq(Scanner.from_config(cfg["scanner"]), s["lyso_bq_per_g"])
+
+
 def crystal_box_mm(scanner) -> list[float]:
     """Crystal box size (radial depth, tangential width, axial width) in mm: the one crystal shape
     both engines use.
@@ -118,6 +131,8 @@ class Acquisition:
         beta_plus_fraction: fraction of decays that emit a positron (F-18: 0.9686; the rest is
             electron capture, which emits no annihilation photons). ``activity_bq`` stays the
             decay rate.
+        lyso_activity_bq: 176Lu activity of the crystals [Bq] simulated as a background
+            (``simulation.lyso_background``; :mod:`.lyso`); 0 for none.
     """
 
     activity_bq: float
@@ -129,6 +144,7 @@ class Acquisition:
     rayleigh: bool
     gate_threads: int
     beta_plus_fraction: float = 1.0
+    lyso_activity_bq: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "Acquisition":
@@ -144,6 +160,7 @@ class Acquisition:
             rayleigh=bool(s["rayleigh"]),
             gate_threads=s["gate_threads"],
             beta_plus_fraction=F18_BETA_PLUS_FRACTION if s["beta_plus_branching"] else 1.0,
+            lyso_activity_bq=lyso_activity_bq(cfg),
         )
 
     @property
