@@ -45,7 +45,10 @@ def write_scan_preview(
         label: :func:`method_label`.
         truth: the scan's truth maps (``activity``, optionally ``defects``), or None.
     """
-    corr = ", ".join(c for c, on in (("AC", recon["attenuation_corrected"]), ("RC", recon["randoms_corrected"])) if on)
+    if "corrections" in recon:  # DICOM's CorrectedImage codes: ATTN, RAN, SCAT, NORM
+        corr = ", ".join(str(c) for c in np.atleast_1d(recon["corrections"]))
+    else:  # files written before the corrections list
+        corr = ", ".join(c for c, on in (("AC", recon["attenuation_corrected"]), ("RC", recon["randoms_corrected"])) if on)
     title = (
         f"{scan}: {label}{' + ' + corr if corr else ''}; {int(recon['prompts'])} prompts, "
         f"{int(recon['delayed'])} delayed"
