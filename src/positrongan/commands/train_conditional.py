@@ -63,7 +63,14 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     import torch
 
     from ..config import derived_seed
-    from ..detect.conditional import generate, interior_mask, save_conditional, texture_ratio, train_conditional
+    from ..detect.conditional import (
+        generate,
+        interior_mask,
+        save_conditional,
+        settings_of,
+        texture_ratio,
+        train_conditional,
+    )
     from ..errors import ArtifactError
     from ..io import load_npz, write_json
 
@@ -83,15 +90,7 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         data["images"][train],
         data["truth"][train],
         data["defect_labels"][train],
-        iterations=gcfg["iterations"],
-        batch_size=gcfg["batch_size"],
-        lr=gcfg["lr"],
-        channels=gcfg["channels"],
-        depth=gcfg["depth"],
-        d_channels=gcfg["d_channels"],
-        lambda_l1=gcfg["lambda_l1"],
-        lambda_adv=gcfg["lambda_adv"],
-        kernel=gcfg["kernel"],
+        **settings_of(gcfg),
         log_every=max(1, gcfg["iterations"] // 10),
         val=v,
         seed=seed,

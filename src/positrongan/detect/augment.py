@@ -39,7 +39,7 @@ import torch
 
 from ..io import atomic_path, write_text
 from ..report.table import mean_ci
-from .conditional import generate, texture_ratio, train_conditional
+from .conditional import generate, settings_of, texture_ratio, train_conditional
 from .evaluate import score_condition
 from .train import TYPES, _dihedral, fit_thresholds, train_detector
 
@@ -184,15 +184,7 @@ def run_augmentation_study(data: dict, dcfg: dict, seed_of) -> list[dict]:
                 data["images"][real],
                 data["truth"][real],
                 labels[real],
-                iterations=gcfg["iterations"],
-                batch_size=gcfg["batch_size"],
-                lr=gcfg["lr"],
-                channels=gcfg["channels"],
-                depth=gcfg["depth"],
-                d_channels=gcfg["d_channels"],
-                lambda_l1=gcfg["lambda_l1"],
-                lambda_adv=gcfg["lambda_adv"],
-                kernel=gcfg["kernel"],
+                **settings_of(gcfg),
                 seed=seed_of("generator", seed, n),
                 desc=f"generator seed {seed} N {n}",
             )

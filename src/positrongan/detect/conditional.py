@@ -232,6 +232,14 @@ class ConditionalFit:
     history: list[dict] = field(default_factory=list)
 
 
+SETTINGS = ("iterations", "batch_size", "lr", "channels", "depth", "d_channels", "lambda_l1", "lambda_adv", "kernel")
+
+
+def settings_of(gcfg: dict) -> dict:
+    """The keyword arguments of :func:`train_conditional` that ``detection.conditional`` sets."""
+    return {k: gcfg[k] for k in SETTINGS}
+
+
 def train_conditional(
     images: np.ndarray,
     truth: np.ndarray,

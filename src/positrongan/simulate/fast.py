@@ -504,6 +504,11 @@ def readout_position(scanner: Scanner, digitizer: Digitizer, crystal: np.ndarray
     return pos.astype(np.float32)
 
 
+def _keep(j: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The photons ``j`` of every per-photon array (along the last axis: (3, m) or (m,))."""
+    return tuple(a[..., j] for a in arrays)
+
+
 def track_crystal_hits(
     g: BoxRing, table: mat.MaterialTable, ph_st: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, ...] | None:
@@ -551,16 +556,7 @@ def track_crystal_hits(
             live[k[~ok]] = False
             if not live.all():
                 j = np.flatnonzero(live)
-                p, u, e, path, row, n_int, crystal, dout = (
-                    p[:, j],
-                    u[:, j],
-                    e[j],
-                    path[j],
-                    row[j],
-                    n_int[j],
-                    crystal[j],
-                    dout[j],
-                )
+                p, u, e, path, row, n_int, crystal, dout = _keep(j, p, u, e, path, row, n_int, crystal, dout)
             if not row.size:
                 break
         mu_pe, mu_c = table.photo_compton(e)
@@ -596,16 +592,7 @@ def track_crystal_hits(
         dead |= n_int >= MAX_CRYSTAL_INTERACTIONS
         if dead.any():
             j = np.flatnonzero(~dead)
-            p, u, e, path, row, n_int, crystal, dout = (
-                p[:, j],
-                u[:, j],
-                e[j],
-                path[j],
-                row[j],
-                n_int[j],
-                crystal[j],
-                dout[j],
-            )
+            p, u, e, path, row, n_int, crystal, dout = _keep(j, p, u, e, path, row, n_int, crystal, dout)
     if not hits:
         return None
     return (
