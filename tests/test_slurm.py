@@ -484,8 +484,16 @@ def test_slurm_run_matches_local_run(cluster, workspace, local_run):
     jobs = submitted_jobs(out)
     rules = sorted({rule for _, rule, _ in jobs})
     # Every job of the pipeline went through sbatch (only `all` runs locally): the default's 3D
-    # mode needs no system model, and its short-scan twins are jobs of their own.
-    assert rules == ["build_positron_dataset", "reconstruct_lowcount", "reconstruct_scan", "save_config", "simulate_scan"]
+    # mode needs no system model, its normalisation source is a job, and its short-scan twins are
+    # jobs of their own.
+    assert rules == [
+        "build_normalisation",
+        "build_positron_dataset",
+        "reconstruct_lowcount",
+        "reconstruct_scan",
+        "save_config",
+        "simulate_scan",
+    ]
     assert sorted(w for _, r, w in jobs if r == "simulate_scan") == SCANS
     # ... and SLURM itself recorded each as COMPLETED.
     states = slurm_states(RUN_ID.search(out).group(1))
