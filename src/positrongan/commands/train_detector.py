@@ -24,7 +24,7 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     import torch
 
     from ..config import derived_seed
-    from ..detect.train import fit_thresholds, save_detector, train_detector
+    from ..detect.train import fit_thresholds, save_detector, settings_of, train_detector
     from ..errors import ArtifactError
     from ..io import load_npz, write_json
 
@@ -45,12 +45,7 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
         images[val] if val.any() else None,
         labels[val] if val.any() else None,
         epochs=dc["epochs"],
-        batch_size=dc["batch_size"],
-        learning_rate=dc["learning_rate"],
-        weight_decay=dc["weight_decay"],
-        gain_jitter=dc["gain_jitter"],
-        width=dc["width"],
-        topk=dc["topk"],
+        **settings_of(dc),
         seed=seed,
     )
     source = "val"

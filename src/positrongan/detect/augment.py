@@ -41,7 +41,7 @@ from ..io import atomic_path, write_text
 from ..report.table import mean_ci
 from .conditional import generate, settings_of, texture_ratio, train_conditional
 from .evaluate import score_condition
-from .train import TYPES, _dihedral, fit_thresholds, train_detector
+from .train import TYPES, _dihedral, fit_thresholds, settings_of as detector_settings, train_detector
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,7 @@ def _train_scored(images, labels, data, val, test, dcfg, acfg, seed) -> tuple[li
         data["images"][val] if val.any() else None,
         data["defect_labels"][val] if val.any() else None,
         epochs=epochs,
-        batch_size=dcfg["batch_size"],
-        learning_rate=dcfg["learning_rate"],
-        weight_decay=dcfg["weight_decay"],
-        gain_jitter=dcfg["gain_jitter"],
-        width=dcfg["width"],
-        topk=dcfg["topk"],
+        **detector_settings(dcfg),
         seed=seed,
         # About as many validation scores as the default detector's 30 epochs give.
         val_every=max(1, math.ceil(epochs / dcfg["epochs"])),

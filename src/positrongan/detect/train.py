@@ -82,6 +82,14 @@ def _val_score(model: SmallUNet, images: np.ndarray, labels: np.ndarray, topk: i
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
+SETTINGS = ("batch_size", "learning_rate", "weight_decay", "gain_jitter", "width", "topk")
+
+
+def settings_of(dcfg: dict) -> dict:
+    """The keyword arguments of :func:`train_detector` that the ``detection`` section sets."""
+    return {k: dcfg[k] for k in SETTINGS}
+
+
 def train_detector(
     images: np.ndarray,
     labels: np.ndarray,
