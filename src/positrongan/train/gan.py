@@ -37,6 +37,7 @@ class OursTrainer(Trainer):
     """
 
     method = "ours"
+    graphable = True
 
     def __init__(self, latents: nn.Module, memory: torch.Tensor, image_size: int, tcfg: dict, device: torch.device):
         self.device = device

@@ -28,6 +28,7 @@ from torch import nn
 from ..io import atomic_path, write_text
 from ..runtime import progress
 from .checkpoint import RESUMABLE_KEYS, TrainingError, fingerprint, load_checkpoint, save_checkpoint
+from .graphs import GraphedStep
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class Trainer:
     # Real batches one step consumes (WGAN-GP: n_critic): the ``images`` budget divides by it so
     # every method's discriminator sees the same number of real images.
     real_batches_per_step: int = 1
+    # Whether ``step`` may be captured as a CUDA graph (``training.cuda_graphs``): no host reads,
+    # fixed shapes. Set by the methods whose step was checked on a GPU.
+    graphable: bool = False
     # Config keys that do not change what a step computes: a run may resume under new values.
     resumable: tuple[str, ...] = RESUMABLE_KEYS
 
@@ -338,10 +342,18 @@ def train(
         last_good = step
 
     bar_total = iterations - step
+    step_fn = None  # trainer.step, or its CUDA graph (captured at the first step)
     with progress(total=bar_total, desc=f"train {trainer.method}", unit="it") as bar:
         while step < iterations:
             t0 = time.perf_counter()
-            losses = trainer.step(trainer.batch(images, batch, step))
+            real = trainer.batch(images, batch, step)
+            if step_fn is None:
+                graphs = bool(train_cfg.get("cuda_graphs")) and real.device.type == "cuda" and trainer.graphable
+                if train_cfg.get("cuda_graphs") and not graphs:
+                    why = "not a CUDA device" if real.device.type != "cuda" else "a step not checked for capture"
+                    log.info("training.cuda_graphs: %s trains without it on %s (%s)", trainer.method, real.device, why)
+                step_fn = GraphedStep(trainer, real) if graphs else trainer.step
+            losses = step_fn(real)
             trainer.after_step()
             step += 1
             seconds += time.perf_counter() - t0
