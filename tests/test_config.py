@@ -179,6 +179,7 @@ RULE_CASES = [
     (["evaluation.swd_patch_size=20"], "evaluation.swd_patch_size", "must not exceed"),
     (["ct.synthetic_size=128"], "ct.min_size", "skipped"),
     (["phantom.defects.bubbles.count=[0, 260]"], "phantom.defects.*.count", "at most 255"),
+    (["reconstruction.psf_fwhm_mm=3", "reconstruction.mode=2d"], "reconstruction.psf_fwhm_mm", "3D reconstruction only"),
 ]
 
 

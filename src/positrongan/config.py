@@ -325,6 +325,16 @@ def _scatter_needs_mu(cfg: Mapping) -> Iterator[str]:
         )
 
 
+@_rule("reconstruction.psf_fwhm_mm", "reconstruction.mode")
+def _psf_is_3d(cfg: Mapping) -> Iterator[str]:
+    rec = cfg["reconstruction"]
+    if rec["psf_fwhm_mm"] > 0 and rec["mode"] != "3d":
+        yield (
+            f"config key 'reconstruction.psf_fwhm_mm' = {rec['psf_fwhm_mm']} models the resolution in the 3D "
+            f"reconstruction only, but 'reconstruction.mode' is {rec['mode']!r}; set mode: 3d or psf_fwhm_mm: 0"
+        )
+
+
 @_rule("reconstruction.normalisation", "reconstruction.mode", "reconstruction.fov_mm", *_RING)
 def _normalisation_source_fits(cfg: Mapping) -> Iterator[str]:
     rec, bore = cfg["reconstruction"], _inner_radius_mm(cfg)

@@ -196,6 +196,8 @@ def reconstruct_scan(
         "image": image,
         "image_unfiltered": result.image,
         "postfilter_fwhm_mm": np.float64(recon_cfg["postfilter_fwhm_mm"]),
+        # The resolution model's FWHM (3d only; 0: none).
+        "psf_fwhm_mm": np.float64(recon_cfg.get("psf_fwhm_mm", 0.0) if three_d else 0.0),
         "voxel_mm": voxel,
         "origin_mm": origin,
         "loglik": result.loglik,

@@ -99,6 +99,7 @@ def reconstruct_3d(
     rdp_gamma: float = 2.0,
     callback=None,
     extra_iterations: int = 0,
+    psf=None,
 ) -> ReconResult:
     """OSEM (MLEM with one subset) of a 3D sinogram, or MAP-OSEM with the relative-difference
     prior (De Pierro's modified EM, ``recon/prior.py``) when ``rdp_beta`` > 0.
@@ -123,6 +124,8 @@ def reconstruct_3d(
             k = 1 .. iterations + extra_iterations (its time is not counted in ``seconds``).
         extra_iterations: iterations run after the result's, only for ``callback`` (the image
             at ``iterations``, its log-likelihood and time are the result, unchanged).
+        psf: an image-space resolution model H (``recon/psf.py``; self-adjoint), or None: the
+            system is then ``A H`` (forward ``A H x``, back ``H A^T``).
     Returns:
         A :class:`~positrongan.recon.mlem.ReconResult`; ``loglik[k]`` is the Poisson
         log-likelihood (with the log y! term) after iteration k+1. With one subset every entry is
@@ -151,7 +154,8 @@ def reconstruct_3d(
 
     t0 = time.perf_counter()
     weight = mult if mult is not None else torch.ones(proj.shape, dtype=dt, device=dev)
-    sens = [proj.back(weight[:, slice(*proj.subset_range(s))], s) for s in range(proj.subsets)]
+    blur = psf if psf is not None else (lambda v: v)
+    sens = [blur(proj.back(weight[:, slice(*proj.subset_range(s))], s)) for s in range(proj.subsets)]
     del weight
     sens_total = sum(sens)
     # Start from a uniform image in the FOV whose forward model has the net counts:
@@ -177,7 +181,7 @@ def reconstruct_3d(
 
     def subset_pass(x, s, update=True):
         """One subset: its log-likelihood terms at x, and the updated image."""
-        xt = proj.prepare(x)
+        xt = proj.prepare(blur(x))
         acc = torch.zeros((ny * nx, planes), dtype=dt, device=dev)
         ll = 0.0
         for ch in proj.chunks:
@@ -200,7 +204,7 @@ def reconstruct_3d(
                 acc += proj.back_chunk(ratio, ch)
         if not update:
             return ll, x
-        back = acc.T.reshape(planes, ny, nx)
+        back = blur(acc.T.reshape(planes, ny, nx))
         if prior_model is not None:
             return ll, modified_em(x, back, sens[s], *prior_model, beta_abs / proj.subsets)
         x = torch.where(sens[s] > 0, x * back / sens[s].clamp_min(1e-30), torch.zeros_like(x))
@@ -227,7 +231,7 @@ def reconstruct_3d(
     for k in bar:
         if scatter is not None and k in scatter_updates:
             t_s = time.perf_counter()
-            trues = proj.forward(x)
+            trues = proj.forward(blur(x))
             if mult is not None:
                 trues = trues * mult
             est, info = scatter.estimate(trues, y, r)
@@ -369,6 +373,11 @@ def reconstruct_scan_3d(
         from .normalisation import lor_factors_3d
 
         norm = norm * torch.as_tensor(lor_factors_3d(normalisation, proj), dtype=proj.dtype, device=proj.device)
+    psf = None
+    if recon_cfg.get("psf_fwhm_mm", 0.0) > 0:  # absent: none (partial configs of tests)
+        from .psf import GaussianPSF
+
+        psf = GaussianPSF(proj.image_grid.voxel_mm, recon_cfg["psf_fwhm_mm"], proj.device, proj.dtype)
     result = reconstruct_3d(
         proj,
         prompts,
@@ -382,6 +391,7 @@ def reconstruct_scan_3d(
         rdp_gamma=recon_cfg.get("rdp_gamma", 2.0),
         callback=callback,
         extra_iterations=extra_iterations,
+        psf=psf,
     )
     info["scatter"] = bool(result.info.get("scatter"))
     info["randoms"] = randoms is not None

@@ -25,6 +25,8 @@ def method_label(recon: Mapping, recon_cfg: Mapping, fraction: float = 1.0) -> s
     """
     label = f"{recon_cfg['mode'].upper()} {recon_cfg['algorithm'].upper()} {int(recon['iterations'])} it"
     label += f" x {int(recon['subsets'])} subsets"
+    if recon_cfg["mode"] == "3d" and recon_cfg.get("psf_fwhm_mm", 0.0) > 0:
+        label += f", PSF {recon_cfg['psf_fwhm_mm']:g} mm"
     if fraction < 1:
         label += f", {fraction:g} of the counts"
     if recon_cfg["postfilter_fwhm_mm"] > 0:
