@@ -378,7 +378,7 @@ def test_workflow_in_3d_mode_plans_no_system_model(tmp_path):
     three_d = plan("--config", "reconstruction={mode: 3d}")
     assert "rule reconstruct_scan" in three_d and "--system-model" not in three_d
     assert "rule build_system_model" not in three_d
-    two_d = plan("--config", "reconstruction={mode: 2d}")
+    two_d = plan("--config", "reconstruction={mode: 2d, psf_fwhm_mm: 0}")  # the PSF is 3d only
     assert "rule build_system_model" in two_d and "--system-model results/recon/system_model.npz" in two_d
 
 
