@@ -333,6 +333,14 @@ def test_reconstruct_cli_in_3d_mode_needs_no_system_model(tmp_path):
     assert float(z["prompts_used_fraction"]) > 0.95 and sino.n_bins >= z["sinogram"].shape[2]
     img = z["image_unfiltered"]
     assert img[act > 0].sum() / img.sum() > 0.8
+    assert float(z["psf_fwhm_mm"]) == 0.0
+    # With the resolution model: recorded, and the same events reconstructed.
+    psf_out = tmp_path / "scan_000_psf.npz"
+    psf_args = [*opts, "--set", "reconstruction.psf_fwhm_mm=4", *args[:-1], str(psf_out)]
+    assert main(["reconstruct", *psf_args]) == 0
+    zp = np.load(psf_out)
+    assert float(zp["psf_fwhm_mm"]) == 4.0 and zp["prompts"] == z["prompts"]
+    assert not np.allclose(zp["image_unfiltered"], img)
 
 
 @pytest.mark.gpu
@@ -436,3 +444,12 @@ def test_mlem_with_the_resolution_model_is_monotone_and_conserves_counts():
     assert np.all(np.diff(res.loglik) >= -1e-9 * np.abs(res.loglik).max())
     forward = torch.from_numpy(atten) * proj.forward(psf(torch.from_numpy(res.image).double()))
     assert float(forward.sum()) == pytest.approx(y.sum(), rel=1e-4)
+
+
+def test_the_method_label_names_the_resolution_model():
+    from positrongan.recon.preview import method_label
+
+    rec = {"iterations": 8, "subsets": 4}
+    cfg = {"mode": "3d", "algorithm": "osem", "postfilter_fwhm_mm": 5.0, "psf_fwhm_mm": 4.5}
+    assert method_label(rec, cfg) == "3D OSEM 8 it x 4 subsets, PSF 4.5 mm, 5 mm filter"
+    assert "PSF" not in method_label(rec, {**cfg, "psf_fwhm_mm": 0.0})
