@@ -290,6 +290,12 @@ def test_scarcity_curve_groups_rows_by_method_and_training_size(tmp_path):
     rows.append({"method": "real", "base": "real", "seed": 0, "n_train_images": None, "swd": 39.0, "c2st": 0.6})
     df = pd.DataFrame(rows)
     c = scarcity.curves(df)
+    # The method's own full-data rows, when present, make their point alone: an ablation trained
+    # on all images (ours_no_memory) is another generator, not another seed.
+    own = [{"method": "ours", "base": "ours", "seed": 0, "n_train_images": 205, "swd": 50.0, "c2st": 0.9}]
+    own.append({"method": "ours_no_memory", "base": "ours", "seed": 0, "n_train_images": 205, "swd": 99.0, "c2st": 0.9})
+    c_own = scarcity.curves(pd.DataFrame(rows[:2] + own))
+    assert c_own["ours"]["swd"][-1][:2] == (205, 50.0)
     assert list(c) == ["ours"]  # the VAE has one N only
     (n1, m1, h1), (n2, m2, h2) = c["ours"]["swd"]
     assert (n1, m1, n2, m2) == (25, 61.0, 205, 42.0)

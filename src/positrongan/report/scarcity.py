@@ -30,7 +30,9 @@ METRICS = [
 
 def curves(df: pd.DataFrame) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
     """base method -> metric -> [(N training images, mean, CI half-width or 0)], N ascending,
-    for the methods with at least two values of N."""
+    for the methods with at least two values of N. Where the method's own rows (``method`` =
+    ``base``) exist at an N, only they make the point: the ablations of the default (e.g.
+    ours_no_memory, trained on all images too) are other generators, not more seeds."""
     need = {"base", "n_train_images"}
     if not need <= set(df.columns):
         raise ArtifactError(f"metrics.csv lacks the columns {sorted(need - set(df.columns))} (rerun the evaluation)")
@@ -45,7 +47,9 @@ def curves(df: pd.DataFrame) -> dict[str, dict[str, list[tuple[int, float, float
                 continue
             pts = []
             for n in ns:
-                mean, half, k = mean_ci(rows.loc[rows["n_train_images"] == n, col])
+                at_n = rows[rows["n_train_images"] == n]
+                own = at_n[at_n["method"] == base]
+                mean, half, k = mean_ci((own if len(own) else at_n)[col])
                 if k:
                     pts.append((n, mean, half or 0.0))
             out[base][col] = pts
