@@ -348,8 +348,9 @@ def train(
             t0 = time.perf_counter()
             real = trainer.batch(images, batch, step)
             if step_fn is None:
-                graphs = bool(train_cfg.get("cuda_graphs")) and real.device.type == "cuda" and trainer.graphable
-                if train_cfg.get("cuda_graphs") and not graphs:
+                wanted = bool(train_cfg.get("cuda_graphs"))
+                graphs = wanted and real.device.type == "cuda" and trainer.graphable
+                if wanted and not graphs:
                     why = "not a CUDA device" if real.device.type != "cuda" else "a step not checked for capture"
                     log.info("training.cuda_graphs: %s trains without it on %s (%s)", trainer.method, real.device, why)
                 step_fn = GraphedStep(trainer, real) if graphs else trainer.step
