@@ -8,6 +8,9 @@ Run (about 30 s of one core per scan and PSF):
     python bench/sweep_psf.py --out /tmp/psf.jsonl --psf 0 2.5 3.5 4.5 5.5 6.5 \\
         --scans scan_002 scan_005 scan_007 scan_008
     python bench/sweep_psf.py --out /tmp/psf.jsonl --summary-only   # the table again
+    # another scanner: its own run's results, both configs
+    python bench/sweep_psf.py --out /tmp/fine.jsonl --results /tmp/fine/results \\
+        --config config/config.yaml --config /tmp/fine/fine.yaml --device cuda
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ def sweep(args) -> None:
     from positrongan.recon.detectability import score_scan
     from positrongan.recon.driver import load_truth, postfilter, reconstruct_scan
 
-    torch.set_num_threads(1)
-    cfg = load([args.config])
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg = load(args.config or ["config/config.yaml"])
     scanner = Scanner.from_config(cfg["scanner"])
     results = Path(args.results)
     norm = results / "recon" / "normalisation.npz"
@@ -60,7 +64,7 @@ def sweep(args) -> None:
                     scanner,
                     rc,
                     truth,
-                    torch.device("cpu"),
+                    device,
                     digitizer=cfg["digitizer"],
                     acquisition_s=cfg["phantom"]["acquisition_s"],
                     normalisation=norm if rc["normalisation"] else None,
@@ -99,7 +103,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="JSON-lines file (appended)")
     ap.add_argument("--results", default="results", help="a finished run's results folder")
-    ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--config", action="append", help="YAML config (repeatable; later files win; default config/config.yaml)")
+    ap.add_argument("--device", default="cpu", help="torch device of the reconstruction (cpu, cuda)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of torch")
     ap.add_argument("--scans", nargs="+", default=["scan_002", "scan_005", "scan_007", "scan_008"])
     ap.add_argument("--psf", nargs="+", type=float, default=[0.0, 2.5, 3.5, 4.5], help="PSF FWHM [mm]; 0: none")
     ap.add_argument("--iterations", type=int, default=12, help="OSEM iterations scored: 1 .. this")

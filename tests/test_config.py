@@ -38,6 +38,24 @@ def test_paper_config_is_the_papers_scale():
     assert cfg["phantom"]["activity_bq"] == 600.0 and cfg["phantom"]["acquisition_s"] == 0.1
 
 
+@pytest.mark.parametrize("name", ["study.yaml", "scarcity.yaml", "gpu.yaml"])
+def test_shipped_overlays_validate_on_the_default(name):
+    # The overlays are used as `--configfile config/config.yaml config/<name>`.
+    cfg = configlib.load([ROOT / "config" / "config.yaml", ROOT / "config" / name])
+    assert cfg["scanner"]["crystals_per_ring"] == 184
+
+
+def test_gpu_config_keeps_the_default_scanner_with_more_counts():
+    """config/gpu.yaml meets the crack target with counts, not another scanner (docs/detectability.md),
+    and writes beside the default run instead of over it."""
+    default = configlib.load([ROOT / "config" / "config.yaml"])
+    gpu = configlib.load([ROOT / "config" / "config.yaml", ROOT / "config" / "gpu.yaml"])
+    assert gpu["scanner"] == default["scanner"] and gpu["digitizer"] == default["digitizer"]
+    assert gpu["phantom"]["acquisition_s"] == 4 * default["phantom"]["acquisition_s"]
+    assert gpu["results_dir"] != default["results_dir"]
+    assert gpu["enhancement"]["osem_max_iterations"] >= gpu["reconstruction"]["iterations"]
+
+
 @pytest.mark.parametrize(
     "overrides, key, hint",
     [

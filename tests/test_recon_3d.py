@@ -356,6 +356,17 @@ def test_cuda_projection_and_reconstruction_equal_the_cpu():
     r_gpu = reconstruct_3d(gpu, y, 5, attenuation=atten, randoms=randoms, show_progress=False)
     np.testing.assert_allclose(r_gpu.image, r_cpu.image, rtol=1e-3, atol=1e-4 * r_cpu.image.max())
     np.testing.assert_allclose(r_gpu.loglik, r_cpu.loglik, rtol=1e-5)
+    # With the resolution model (conv3d on the GPU; config/gpu.yaml reconstructs there).
+    from positrongan.recon.psf import GaussianPSF
+
+    voxel = cpu.image_grid.voxel_mm
+    psf_cpu = GaussianPSF(voxel, 4.5, dtype=torch.float32)
+    psf_gpu = GaussianPSF(voxel, 4.5, device="cuda", dtype=torch.float32)
+    p_cpu = reconstruct_3d(cpu, y, 5, attenuation=atten, randoms=randoms, show_progress=False, psf=psf_cpu)
+    p_gpu = reconstruct_3d(gpu, y, 5, attenuation=atten, randoms=randoms, show_progress=False, psf=psf_gpu)
+    np.testing.assert_allclose(p_gpu.image, p_cpu.image, rtol=1e-3, atol=1e-4 * p_cpu.image.max())
+    np.testing.assert_allclose(p_gpu.loglik, p_cpu.loglik, rtol=1e-5)
+    assert not np.allclose(p_cpu.image, r_cpu.image)
 
 
 def test_sampling_is_at_most_one_voxel_and_math_is_consistent():

@@ -41,6 +41,12 @@ def test_paper_config_dry_run(tmp_path):
     assert "train_gan" in res.stdout + res.stderr
 
 
+def test_gpu_overlay_dry_run():
+    res = snakemake("-n", "--cores", "2", "--quiet", "rules", "--configfile", "config/config.yaml", "config/gpu.yaml")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "summarize_detectability" in res.stdout + res.stderr
+
+
 def test_unknown_key_fails_naming_it():
     res = snakemake("-n", "--cores", "1", "--config", "simulaton={engine: fast}")
     assert res.returncode != 0
