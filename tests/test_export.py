@@ -384,7 +384,7 @@ def test_pipeline_writes_the_configured_exports(tmp_path):
             ["rsectorID1", "crystalID1"], library="np"
         )
         assert np.array_equal(g["crystalID1"] * 96 + g["rsectorID1"], c1)
-    assert (tmp_path / "logs/export_petsird_scan/scan_000.log").exists()
+    assert (tmp_path / "results/logs/export_petsird_scan/scan_000.log").exists()
     # Every export is in the default target of this config, and up to date.
     again = snakemake("-n", "--configfile", "exp.yaml", "--quiet", "rules")
     assert again.returncode == 0 and "export_" not in again.stdout + again.stderr

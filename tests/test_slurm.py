@@ -525,7 +525,7 @@ def test_failing_job_is_reported_with_its_logs(cluster, workspace):
     assert [w for _, w in failed] == ["scan_001"], jobs
     jobid = failed[0][0]
     slurm_log = workspace["slurm"] / ".snakemake" / "slurm_logs" / "rule_reconstruct_scan" / "scan_001" / f"{jobid}.log"
-    rule_log = "logs/reconstruct_scan/scan_001.log"
+    rule_log = "results/logs/reconstruct_scan/scan_001.log"
     # Snakemake names both logs in its error report ...
     report = out[out.index("Error in rule reconstruct_scan") :]
     assert rule_log in report and str(slurm_log) in report, report[:3000]

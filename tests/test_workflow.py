@@ -42,9 +42,30 @@ def test_paper_config_dry_run(tmp_path):
 
 
 def test_gpu_overlay_dry_run():
-    res = snakemake("-n", "--cores", "2", "--quiet", "rules", "--configfile", "config/config.yaml", "config/gpu.yaml")
+    # --forceall: plan every job even where a results_gpu/ run already exists.
+    res = snakemake(
+        "-n", "--forceall", "--cores", "2", "--quiet", "rules", "--configfile", "config/config.yaml", "config/gpu.yaml"
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "summarize_detectability" in res.stdout + res.stderr
+
+
+def test_logs_and_benchmarks_live_under_the_results_dir(tmp_path):
+    # A run with another results_dir (config/gpu.yaml, config/paper.yaml) must not overwrite the
+    # default run's per-rule logs and timings.
+    where = tmp_path / "elsewhere"
+    res = snakemake("-n", "--forceall", "--cores", "2", "--config", f"results_dir={where}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    paths = [
+        p.strip().rstrip(",")
+        for line in out.splitlines()
+        if line.strip().startswith(("log:", "benchmark:"))
+        for p in line.split(":", 1)[1].split(",")
+    ]
+    assert len(paths) > 40, out[-3000:]
+    outside = [p for p in paths if not p.startswith(f"{where}/logs/") and not p.startswith(f"{where}/benchmarks/")]
+    assert not outside, outside[:5]
 
 
 def test_unknown_key_fails_naming_it():

@@ -54,6 +54,17 @@ def results(*parts):
     return "/".join([RESULTS, *parts])
 
 
+def logs(*parts):
+    """A rule's log, under the results root: runs with another ``results_dir`` (config/gpu.yaml,
+    config/paper.yaml) keep their own logs instead of overwriting the default run's."""
+    return results("logs", *parts)
+
+
+def benchmarks(*parts):
+    """A rule's benchmark TSV (run time, memory), under the results root like its log."""
+    return results("benchmarks", *parts)
+
+
 def cfg_json(*keys):
     """The config a rule depends on, as JSON for `positrongan <stage> --config-json`.
 

@@ -5,9 +5,9 @@ rule save_config:
     output:
         results("config.yaml"),
     log:
-        "logs/save_config.log",
+        logs("save_config.log"),
     benchmark:
-        "benchmarks/save_config.tsv"
+        benchmarks("save_config.tsv")
     conda:
         "../../envs/sim.yaml"
     threads: 1

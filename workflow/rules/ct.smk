@@ -31,9 +31,9 @@ rule make_ct_corpus:
         info=results("ct", "DL_info.csv"),
         images=directory(results("ct", "Images_png")),
     log:
-        "logs/make_ct_corpus/make_ct_corpus.log",
+        logs("make_ct_corpus/make_ct_corpus.log"),
     benchmark:
-        "benchmarks/make_ct_corpus/make_ct_corpus.tsv"
+        benchmarks("make_ct_corpus/make_ct_corpus.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -57,9 +57,9 @@ rule train_vae:
         recon=results("vae", "recon.png"),
         checkpoint=update(results("vae", "checkpoint.pt")),
     log:
-        "logs/train_vae/train_vae.log",
+        logs("train_vae/train_vae.log"),
     benchmark:
-        "benchmarks/train_vae/train_vae.tsv"
+        benchmarks("train_vae/train_vae.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(1)
@@ -82,9 +82,9 @@ rule encode_ct:
     output:
         latents=results("vae", "latents.npz"),
     log:
-        "logs/encode_ct/encode_ct.log",
+        logs("encode_ct/encode_ct.log"),
     benchmark:
-        "benchmarks/encode_ct/encode_ct.tsv"
+        benchmarks("encode_ct/encode_ct.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(1)

@@ -19,9 +19,9 @@ rule build_positron_dataset:
             category="Dataset",
         ),
     log:
-        "logs/build_positron_dataset/positron.log",
+        logs("build_positron_dataset/positron.log"),
     benchmark:
-        "benchmarks/build_positron_dataset/positron.tsv"
+        benchmarks("build_positron_dataset/positron.tsv")
     conda:
         "../../envs/recon.yaml"
     threads: 1

@@ -10,9 +10,9 @@ rule train_detector:
         model=results("detect", "detector.pt"),
         meta=results("detect", "detector.json"),
     log:
-        "logs/train_detector/detector.log",
+        logs("train_detector/detector.log"),
     benchmark:
-        "benchmarks/train_detector/detector.tsv"
+        benchmarks("train_detector/detector.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -54,9 +54,9 @@ rule evaluate_detection:
             category="Detection",
         ),
     log:
-        "logs/evaluate_detection/detection.log",
+        logs("evaluate_detection/detection.log"),
     benchmark:
-        "benchmarks/evaluate_detection/detection.tsv"
+        benchmarks("evaluate_detection/detection.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -91,9 +91,9 @@ rule train_conditional:
             category="Detection",
         ),
     log:
-        "logs/train_conditional/seed{cond_seed}.log",
+        logs("train_conditional/seed{cond_seed}.log"),
     benchmark:
-        "benchmarks/train_conditional/seed{cond_seed}.tsv"
+        benchmarks("train_conditional/seed{cond_seed}.tsv")
     wildcard_constraints:
         cond_seed=r"\d+",
     conda:
@@ -126,9 +126,9 @@ rule evaluate_augmentation:
             category="Detection",
         ),
     log:
-        "logs/evaluate_augmentation/augmentation.log",
+        logs("evaluate_augmentation/augmentation.log"),
     benchmark:
-        "benchmarks/evaluate_augmentation/augmentation.tsv"
+        benchmarks("evaluate_augmentation/augmentation.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: 1

@@ -38,9 +38,9 @@ rule enhance_slices:
             subcategory="{enh_method}",
         ),
     log:
-        "logs/enhance_slices/{enh_method}_seed{enh_seed}.log",
+        logs("enhance_slices/{enh_method}_seed{enh_seed}.log"),
     benchmark:
-        "benchmarks/enhance_slices/{enh_method}_seed{enh_seed}.tsv"
+        benchmarks("enhance_slices/{enh_method}_seed{enh_seed}.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(1)
@@ -80,9 +80,9 @@ rule evaluate_enhancement:
             category="Enhancement",
         ),
     log:
-        "logs/evaluate_enhancement/eval.log",
+        logs("evaluate_enhancement/eval.log"),
     benchmark:
-        "benchmarks/evaluate_enhancement/eval.tsv"
+        benchmarks("evaluate_enhancement/eval.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(1)

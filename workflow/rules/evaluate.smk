@@ -37,9 +37,9 @@ rule evaluate_methods:
         ),
         reference=results("eval", "reference.npz"),
     log:
-        "logs/evaluate_methods/eval.log",
+        logs("evaluate_methods/eval.log"),
     benchmark:
-        "benchmarks/evaluate_methods/eval.tsv"
+        benchmarks("evaluate_methods/eval.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(2)
@@ -77,9 +77,9 @@ rule plot_scarcity:
             category="Evaluation",
         ),
     log:
-        "logs/plot_scarcity/plot.log",
+        logs("plot_scarcity/plot.log"),
     benchmark:
-        "benchmarks/plot_scarcity/plot.tsv"
+        benchmarks("plot_scarcity/plot.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: 1

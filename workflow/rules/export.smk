@@ -7,9 +7,9 @@ rule export_gate9_macro:
     output:
         results("export", "gate9", "scanner.mac"),
     log:
-        "logs/export_gate9_macro/scanner.log",
+        logs("export_gate9_macro/scanner.log"),
     benchmark:
-        "benchmarks/export_gate9_macro/scanner.tsv"
+        benchmarks("export_gate9_macro/scanner.tsv")
     conda:
         "../../envs/recon.yaml"
     threads: 1
@@ -29,9 +29,9 @@ rule export_gate9_scan:
     output:
         results("export", "gate9", "{scan}.root"),
     log:
-        "logs/export_gate9_scan/{scan}.log",
+        logs("export_gate9_scan/{scan}.log"),
     benchmark:
-        "benchmarks/export_gate9_scan/{scan}.tsv"
+        benchmarks("export_gate9_scan/{scan}.tsv")
     conda:
         "../../envs/recon.yaml"
     threads: 1
@@ -51,9 +51,9 @@ rule export_petsird_scan:
     output:
         results("export", "petsird", "{scan}.petsird"),
     log:
-        "logs/export_petsird_scan/{scan}.log",
+        logs("export_petsird_scan/{scan}.log"),
     benchmark:
-        "benchmarks/export_petsird_scan/{scan}.tsv"
+        benchmarks("export_petsird_scan/{scan}.tsv")
     conda:
         "../../envs/recon.yaml"
     threads: 1

@@ -7,9 +7,9 @@ rule extract_features:
     output:
         features=results("features", "positron_features.npz"),
     log:
-        "logs/extract_features/extract_features.log",
+        logs("extract_features/extract_features.log"),
     benchmark:
-        "benchmarks/extract_features/extract_features.tsv"
+        benchmarks("extract_features/extract_features.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(1)

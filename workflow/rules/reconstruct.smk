@@ -33,9 +33,9 @@ rule build_system_model:
     output:
         results("recon", "system_model.npz"),
     log:
-        "logs/build_system_model/system_model.log",
+        logs("build_system_model/system_model.log"),
     benchmark:
-        "benchmarks/build_system_model/system_model.tsv"
+        benchmarks("build_system_model/system_model.tsv")
     conda:
         "../../envs/recon.yaml"
     threads: 1
@@ -60,9 +60,9 @@ rule build_normalisation:
             category="Reconstruction",
         ),
     log:
-        "logs/build_normalisation/normalisation.log",
+        logs("build_normalisation/normalisation.log"),
     benchmark:
-        "benchmarks/build_normalisation/normalisation.tsv"
+        benchmarks("build_normalisation/normalisation.tsv")
     conda:
         "../../envs/sim.yaml"
     threads: 1
@@ -107,9 +107,9 @@ rule reconstruct_scan:
         npz=results("recon", "{scan}.npz"),
         png=results("recon", "{scan}.png"),
     log:
-        "logs/reconstruct_scan/{scan}.log",
+        logs("reconstruct_scan/{scan}.log"),
     benchmark:
-        "benchmarks/reconstruct_scan/{scan}.tsv"
+        benchmarks("reconstruct_scan/{scan}.tsv")
     conda:
         "../../envs/recon.yaml"
     threads: 1
@@ -166,9 +166,9 @@ rule reconstruct_lowcount:
         npz=results("recon", "lowcount", "{scan}_f{fraction}.npz"),
         png=results("recon", "lowcount", "{scan}_f{fraction}.png"),
     log:
-        "logs/reconstruct_lowcount/{scan}_f{fraction}.log",
+        logs("reconstruct_lowcount/{scan}_f{fraction}.log"),
     benchmark:
-        "benchmarks/reconstruct_lowcount/{scan}_f{fraction}.tsv"
+        benchmarks("reconstruct_lowcount/{scan}_f{fraction}.tsv")
     conda:
         "../../envs/recon.yaml"
     threads: 1
@@ -219,9 +219,9 @@ rule reconstruct_map:
     output:
         npz=results("recon", "map", "{scan}_f{fraction}.npz"),
     log:
-        "logs/reconstruct_map/{scan}_f{fraction}.log",
+        logs("reconstruct_map/{scan}_f{fraction}.log"),
     benchmark:
-        "benchmarks/reconstruct_map/{scan}_f{fraction}.tsv"
+        benchmarks("reconstruct_map/{scan}_f{fraction}.tsv")
     conda:
         "../../envs/recon.yaml"
     threads: 1
@@ -264,9 +264,9 @@ rule summarize_detectability:
             category="Reconstruction",
         ),
     log:
-        "logs/summarize_detectability/detectability.log",
+        logs("summarize_detectability/detectability.log"),
     benchmark:
-        "benchmarks/summarize_detectability/detectability.tsv"
+        benchmarks("summarize_detectability/detectability.tsv")
     conda:
         "../../envs/recon.yaml"
     threads: 1

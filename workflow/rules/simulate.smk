@@ -9,9 +9,9 @@ rule simulate_scan:
         meta=results("sim", "{scan}.json"),
         truth=results("truth", "{scan}.npz"),
     log:
-        "logs/simulate_scan/{scan}.log",
+        logs("simulate_scan/{scan}.log"),
     benchmark:
-        "benchmarks/simulate_scan/{scan}.tsv"
+        benchmarks("simulate_scan/{scan}.tsv")
     conda:
         "../../envs/sim.yaml"
     threads: 1

@@ -31,9 +31,9 @@ rule train_gan:
         losses=results("train", "{method}", "seed{seed}", "losses.csv"),
         samples=results("train", "{method}", "seed{seed}", "samples.png"),
     log:
-        "logs/train_gan/{method}_seed{seed}.log",
+        logs("train_gan/{method}_seed{seed}.log"),
     benchmark:
-        "benchmarks/train_gan/{method}_seed{seed}.tsv"
+        benchmarks("train_gan/{method}_seed{seed}.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(1)
@@ -56,9 +56,9 @@ rule sample_method:
     output:
         samples=results("samples", "{method}_seed{seed}.npz"),
     log:
-        "logs/sample_method/{method}_seed{seed}.log",
+        logs("sample_method/{method}_seed{seed}.log"),
     benchmark:
-        "benchmarks/sample_method/{method}_seed{seed}.tsv"
+        benchmarks("sample_method/{method}_seed{seed}.tsv")
     conda:
         "../../envs/torch.yaml"
     threads: capped_threads(1)
