@@ -80,18 +80,19 @@ def test_compiled_classifier_equals_the_phantom_point_for_point():
 
 
 @numba.njit
-def _sectors(x, y, n, gt):
+def _sectors(x, y, n, gt, guess):
     out = np.empty(x.size, np.int64)
     for k in range(x.size):
-        out[k] = fnb._sector(x[k], y[k], n, gt)
+        out[k] = fnb._sector(x[k], y[k], n, gt, guess[k])
     return out
 
 
 @pytest.mark.parametrize("n", [7, 96, 184, 368])
 def test_compiled_sector_lookup_equals_the_rounded_atan2(n):
-    # The crystal walk finds a point's azimuthal cell without atan2 (an estimate, then the exact
-    # boundary test); it must give rint(atan2 n / 2 pi) mod n (Scanner.locate) everywhere,
-    # including within 1e-9 rad of the cell boundaries and on the axes.
+    # The crystal walk finds a point's azimuthal cell without atan2 (an estimate, or the previous
+    # cell as a guess, then the exact boundary test); it must give rint(atan2 n / 2 pi) mod n
+    # (Scanner.locate) everywhere, including within 1e-9 rad of the cell boundaries and on the
+    # axes, from no guess (-1) and from any guess.
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(2, 100_000)) * 100.0
     edge = 2 * np.pi * (rng.integers(0, n, 50_000) + 0.5) / n + rng.choice([-1e-9, 1e-9], 50_000)
@@ -99,7 +100,9 @@ def test_compiled_sector_lookup_equals_the_rounded_atan2(n):
     x = np.concatenate([x, r * np.cos(edge), [1.0, 0.0, -1.0, 0.0, 1e-300]])
     y = np.concatenate([y, r * np.sin(edge), [0.0, 1.0, 0.0, -1.0, 1e-300]])
     expected = np.rint(np.mod(np.arctan2(y, x), 2 * np.pi) * n / (2 * np.pi)).astype(np.int64) % n
-    np.testing.assert_array_equal(_sectors(x, y, n, fnb.box_tables(n)), expected)
+    gt = fnb.box_tables(n)
+    np.testing.assert_array_equal(_sectors(x, y, n, gt, np.full(x.size, -1)), expected)
+    np.testing.assert_array_equal(_sectors(x, y, n, gt, rng.integers(0, n, x.size)), expected)
 
 
 @pytest.mark.parametrize("start", ["inner_surface", "centre"])

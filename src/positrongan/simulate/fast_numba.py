@@ -624,26 +624,28 @@ def _box_interval(x, y, z, ux, uy, uz, index, ring, gb, gt):
 
 
 @njit(**_INLINE)
-def _sector(px, py, n, gt):
+def _sector(px, py, n, gt, guess):
     """rint(atan2(py, px) n / 2 pi) mod n, the azimuthal cell holding (px, py), without atan2
     (which took ~13 % of the engine's time in the walk, perf): a cheap estimate of the azimuth
     (within 0.0015 rad: Rajan et al. 2006's approximation of atan on [0, 1]), then the
     exact test against the cell's two boundaries (rows 2 and 3 of ``gt``, :func:`box_tables`),
     stepping to the neighbour until they hold the point. Same cell as atan2 except exactly on a
     boundary (measure zero)."""
-    ax = abs(px)
-    ay = abs(py)
-    if ax >= ay:
-        t = ay / ax
-        a = t * (0.25 * math.pi - (t - 1.0) * (0.2447 + 0.0663 * t))
-    else:
-        t = ax / ay
-        a = 0.5 * math.pi - t * (0.25 * math.pi - (t - 1.0) * (0.2447 + 0.0663 * t))
-    if px < 0.0:
-        a = math.pi - a
-    if py < 0.0:
-        a = TWO_PI - a
-    index = int(a * n / TWO_PI + 0.5) % n
+    index = guess
+    if index < 0:
+        ax = abs(px)
+        ay = abs(py)
+        if ax >= ay:
+            t = ay / ax
+            a = t * (0.25 * math.pi - (t - 1.0) * (0.2447 + 0.0663 * t))
+        else:
+            t = ax / ay
+            a = 0.5 * math.pi - t * (0.25 * math.pi - (t - 1.0) * (0.2447 + 0.0663 * t))
+        if px < 0.0:
+            a = math.pi - a
+        if py < 0.0:
+            a = TWO_PI - a
+        index = int(a * n / TWO_PI + 0.5) % n
     for _ in range(n):
         lo = (index - 1) % n
         if gt[2, lo] * py - gt[3, lo] * px < 0.0:  # clockwise of the lower boundary
@@ -656,9 +658,11 @@ def _sector(px, py, n, gt):
 
 
 @njit(**_INLINE)
-def _next_box(x, y, z, ux, uy, uz, gb, gt):
+def _next_box(x, y, z, ux, uy, uz, gb, gt, left):
     """(t_in, t_out, crystal) of the first box the ray enters (crystal -1: none); see
-    :func:`.crystals.next_box`, of which this is the one-ray port."""
+    :func:`.crystals.next_box`, of which this is the one-ray port. ``left``: the box the ray has
+    just left (-1: none), never tested again (a convex box is not re-entered along a line), and
+    its azimuthal cell the first guess of the walk's."""
     n = gb[GB_N]
     rings = gb[GB_RINGS]
     r_in2 = gb[GB_R_IN] * gb[GB_R_IN]
@@ -681,6 +685,7 @@ def _next_box(x, y, z, ux, uy, uz, gb, gt):
             q = math.sqrt(d_in)
             t_in_lo = (-b0 - q) / a
             t_in_hi = (q - b0) / a
+    index = -1 if left < 0 else left % nn
     t = 0.0
     for _ in range(MAX_WALK):
         px = x + ux * t
@@ -693,15 +698,17 @@ def _next_box(x, y, z, ux, uy, uz, gb, gt):
             if pz * uz >= 0.0:
                 break
             t += (abs(pz) - z_half) / abs(uz) + EPS_MM
+            index = -1  # a jump: the last cell is no guess
             continue
         if r2 < r_in2:
             if a < 1e-15:
                 break
             t = max(t_in_hi, t) + EPS_MM
+            index = -1
             continue
-        index = _sector(px, py, nn, gt)
+        index = _sector(px, py, nn, gt, index)  # the previous cell's: at most a step away
         ring = int(math.floor(pz / pitch + rings / 2.0))
-        if 0 <= ring < rings:
+        if 0 <= ring < rings and ring * nn + index != left:
             t0, t1 = _box_interval(px, py, pz, ux, uy, uz, index, ring, gb, gt)
             if t0 < 0.0:
                 t0 = 0.0
@@ -740,8 +747,9 @@ def _track_boxes(x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, 
     index nh; returns the new number of hits."""
     n_int = 0
     back = gb[GB_R_IN] + gb[GB_DEPTH]
+    crystal = -1
     for _ in range(MAX_BOX_ENTRIES):
-        t0, t1, crystal = _next_box(x, y, z, ux, uy, uz, gb, gt)
+        t0, t1, crystal = _next_box(x, y, z, ux, uy, uz, gb, gt, crystal)
         if crystal < 0:
             return nh
         x += ux * t0
