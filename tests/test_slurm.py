@@ -398,16 +398,26 @@ COMPARE = {
     ".csv": _diff_csv,
     ".pt": _diff_pt,
 }
-# Not compared: Snakemake's marker of a directory() output (it holds a time stamp), and the
+# Not compared: Snakemake's marker of a directory() output (it holds a time stamp), the
 # Markdown table, which renders metrics.csv (compared, without its wall-clock columns) together
-# with those wall-clock columns.
+# with those wall-clock columns, and the run records under results/: the rules' logs and
+# Snakemake's benchmarks (times, hosts).
 SKIP = {".snakemake_timestamp", "table.md"}
+SKIP_DIRS = {"logs", "benchmarks"}
+
+
+def _result_files(root: Path) -> list[Path]:
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in SKIP and p.relative_to(root).parts[0] not in SKIP_DIRS
+    )
 
 
 def diff_results(a: Path, b: Path) -> list[str]:
     """Files that differ in content between two results trees (empty list: identical)."""
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in SKIP)
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name not in SKIP)
+    files_a = _result_files(a)
+    files_b = _result_files(b)
     if files_a != files_b:
         return [f"file lists differ: only in slurm run {sorted(set(files_a) - set(files_b))}, "
                 f"only in local run {sorted(set(files_b) - set(files_a))}"]
