@@ -626,11 +626,12 @@ def _box_interval(x, y, z, ux, uy, uz, index, ring, gb, gt):
 @njit(**_INLINE)
 def _sector(px, py, n, gt, guess):
     """rint(atan2(py, px) n / 2 pi) mod n, the azimuthal cell holding (px, py), without atan2
-    (which took ~13 % of the engine's time in the walk, perf): a cheap estimate of the azimuth
-    (within 0.0015 rad: Rajan et al. 2006's approximation of atan on [0, 1]), then the
-    exact test against the cell's two boundaries (rows 2 and 3 of ``gt``, :func:`box_tables`),
-    stepping to the neighbour until they hold the point. Same cell as atan2 except exactly on a
-    boundary (measure zero)."""
+    (which took ~13 % of the engine's time in the walk, perf). Starts from ``guess`` (a cell; in
+    the walk the previous one) or, when it is -1, from a cheap estimate of the azimuth (within
+    0.0015 rad: Rajan et al. 2006's approximation of atan on [0, 1]); then the exact test against
+    the cell's two boundaries (rows 2 and 3 of ``gt``, :func:`box_tables`), stepping to the
+    neighbour until they hold the point. Same cell as atan2 except exactly on a boundary
+    (measure zero); a guess far off costs only steps."""
     index = guess
     if index < 0:
         ax = abs(px)
