@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from positrongan.cli import main
-from positrongan.config import validate
+from positrongan.config import derived_seed, validate
 from positrongan.detect.augment import run_augmentation_study, stratified_subset, summarise, synthetic_maps
 from positrongan.detect.conditional import (
     MAX_TEXTURE,
@@ -178,7 +178,8 @@ def test_study_finds_a_plain_defect_and_pairs_the_conditions():
     torch.set_num_threads(1)
     data = _study_data()
     dcfg = _small_detection()
-    rows = run_augmentation_study(data, dcfg, lambda *names: hash(names) % 2**31)
+    # Seeds as the command derives them: hash() of strings changes with every process.
+    rows = run_augmentation_study(data, dcfg, lambda *names: derived_seed({"seed": 0}, "augmentation", *names))
     bubble = [r for r in rows if r["type"] == "bubble"]
     assert len(bubble) == 4  # 2 seeds x 2 conditions
     assert {(r["condition"], r["n_synthetic"]) for r in bubble} == {("real", 0), ("real+synthetic", 16)}
