@@ -1,7 +1,8 @@
 """The compiled (numba) fast engine against known answers and against the numpy reference.
 
 Known answers for its kernels: the phantom classifier equals TubePhantom.classify point for
-point; the crystal walk's azimuthal cell lookup equals the rounded atan2; Beer-Lambert
+point; the crystal walk's azimuthal cell lookup equals the rounded atan2; the walk on from a box it
+just left finds the box a fresh walk (the numpy one) finds; Beer-Lambert
 transmission through an aluminium wall; the Klein-Nishina angular distribution (chi-square) and
 the Compton energy-angle relation; the acollinearity FWHM and the F-18 positron range. Against the numpy reference (``simulation.kernel: numpy``), seeded scans of
 the default scanner and phantom must give the same singles, prompts, trues, scatters, randoms
@@ -28,6 +29,7 @@ from positrongan.geometry.scanner import Scanner
 from positrongan.rootfile import read_tree
 from positrongan.simulate import fast_numba as fnb
 from positrongan.simulate import materials as mat
+from positrongan.simulate.crystals import BoxRing, box_interval, next_box
 from positrongan.simulate.driver import draw_phantom, run_scan
 from positrongan.simulate.settings import Acquisition, Digitizer
 
@@ -103,6 +105,48 @@ def test_compiled_sector_lookup_equals_the_rounded_atan2(n):
     gt = fnb.box_tables(n)
     np.testing.assert_array_equal(_sectors(x, y, n, gt, np.full(x.size, -1)), expected)
     np.testing.assert_array_equal(_sectors(x, y, n, gt, rng.integers(0, n, x.size)), expected)
+
+
+@numba.njit
+def _next_boxes(p, u, gb, gt, left):
+    out = np.empty((3, p.shape[1]))
+    for k in range(p.shape[1]):
+        t0, t1, c = fnb._next_box(p[0, k], p[1, k], p[2, k], u[0, k], u[1, k], u[2, k], gb, gt, left[k])
+        out[0, k], out[1, k], out[2, k] = t0, t1, c
+    return out
+
+
+def test_compiled_walk_after_a_box_finds_the_next_box_as_a_fresh_walk_does():
+    # The tracker leaves a box just past its surface and walks on from there; the compiled walk
+    # never tests that box again and starts from its cell. It must find the box that the numpy
+    # walk (no memory, crystals.next_box) finds from the same point, and rays out through a box's
+    # back face must meet no other box (the tracker stops them without walking).
+    sc = Scanner.from_config(configlib.validate({})["scanner"])
+    g = BoxRing.from_scanner(sc)
+    rng = np.random.default_rng(11)
+    m = 20_000
+    index = rng.integers(0, g.n, m)
+    ring = rng.integers(0, g.rings, m)
+    a = 2 * np.pi * index / g.n
+    rad = g.r_in + rng.uniform(0, g.depth, m)
+    tan = rng.uniform(-g.half_w, g.half_w, m)
+    p = np.stack(
+        [rad * np.cos(a) - tan * np.sin(a), rad * np.sin(a) + tan * np.cos(a),
+         (ring - (g.rings - 1) / 2) * g.pitch + rng.uniform(-g.half_h, g.half_h, m)]
+    )  # fmt: skip
+    u = mat.isotropic(m, rng).T
+    _, t1 = box_interval(g, p, u, index, ring)
+    q = p + u * (t1 + fnb.EPS_MM)  # just past where the ray leaves its box
+    crystal = ring * g.n + index
+    want_in, want_out, want = next_box(g, q, u)
+    got = _next_boxes(np.ascontiguousarray(q), np.ascontiguousarray(u), g.packed(), fnb.box_tables(g.n), crystal)
+    np.testing.assert_array_equal(got[2].astype(np.int64), want)
+    hit = want >= 0
+    assert hit.sum() > 1000 and (~hit).sum() > 1000  # both outcomes well sampled
+    np.testing.assert_allclose(got[0][hit], want_in[hit], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got[1][hit], want_out[hit], rtol=0, atol=1e-6)
+    back = (q[0] * np.cos(a) + q[1] * np.sin(a) >= g.r_in + g.depth) & (u[0] * np.cos(a) + u[1] * np.sin(a) > 0)
+    assert back.sum() > 500 and not hit[back].any()
 
 
 @pytest.mark.parametrize("start", ["inner_surface", "centre"])
