@@ -334,6 +334,18 @@ def test_stale_temporaries_of_an_output_are_removed_when_its_stage_starts(tmp_pa
 # ---- signals: no partial artifact, a clear message --------------------------------------------
 
 
+def _start(args: list[str]) -> subprocess.Popen:
+    # Ctrl-C's SIGINT as a terminal delivers it: a shell without job control (a CI script's
+    # `cmd &`) starts its background commands with SIGINT ignored, and the CLI would inherit that.
+    return subprocess.Popen(
+        [str(BIN / "positrongan"), *args],
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def _simulate_until_writing(tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess, dict, dict]:
     cfg = tiny_cfg(tmp_path, phantom={"activity_bq": 5.0e6}, simulation={"engine": "fast", "chunk_decays": 20000})
     sim = tmp_path / "sim"
@@ -343,7 +355,7 @@ def _simulate_until_writing(tmp_path: Path, sig: int) -> tuple[subprocess.Comple
     before = snapshot(sim)
     args = ["simulate", "-c", str(cfg), "--scan", "scan_000", "--root", str(sim / "scan_000.root")]
     args += ["--meta", str(sim / "scan_000.json"), "--truth", str(sim / "scan_000.npz")]
-    proc = subprocess.Popen([str(BIN / "positrongan"), *args], env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = _start(args)
     deadline = time.time() + 120
     while not list(sim.glob(".scan_000.*.tmp.root")):
         assert proc.poll() is None, proc.stderr.read()
@@ -380,7 +392,7 @@ def test_sigterm_during_training_keeps_the_checkpoint(tmp_path):
     out = tmp_path / "train"
     args = ["train", "-c", str(cfg), "--method", "dcgan", "--dataset", str(ds), "--checkpoint", str(out / "c.pt")]
     args += ["--generator", str(out / "g.pt"), "--losses", str(out / "l.csv"), "--samples", str(out / "s.png")]
-    proc = subprocess.Popen([str(BIN / "positrongan"), *args], env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = _start(args)
     deadline = time.time() + 120
     while not (out / "c.pt").exists():
         assert proc.poll() is None, proc.stderr.read()
