@@ -560,10 +560,7 @@ def _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, gt, s):
     fz = np.float64(np.float32(bz))
     ncrys = int(pp[PP_NCRYS])
     rings = int(pp[PP_RINGS])
-    phi = math.atan2(fy, fx)
-    if phi < 0.0:
-        phi += TWO_PI
-    index = int(np.rint(phi * ncrys / TWO_PI)) % ncrys
+    index = _sector(fx, fy, ncrys, gt, -1)
     ring = int(math.floor(fz / pp[PP_AX_PITCH] + rings / 2))
     crystal = ring * ncrys + index if 0 <= ring < rings else -1
     if crystal >= 0 and pp[PP_DISCRETIZE] != 0.0:
