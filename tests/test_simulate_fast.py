@@ -79,9 +79,12 @@ def test_every_single_is_in_the_energy_window_and_pairs_in_the_time_window(defau
     lo, hi = (e / 1000 for e in cfg["digitizer"]["energy_window_kev"])
     e = read_tree(root, "Singles", ["TotalEnergyDeposit"])["TotalEnergyDeposit"]
     assert e.min() >= lo and e.max() <= hi
-    # A photopeak: the most populated 10 keV bin is the one holding 511 keV.
-    hist, edges = np.histogram(e, np.arange(lo, hi + 1e-9, 0.010))
-    assert edges[hist.argmax()] <= 0.511 < edges[hist.argmax() + 1] + 0.010
+    # A photopeak: the most populated 30 keV bin is the one centred on 511 keV. (Bins narrower
+    # than the peak's width, ~50 keV FWHM, hold nearly equal counts at its top: with these ~2e3
+    # singles the fullest 10 keV bin wanders 10-20 keV either way from seed to seed.)
+    edges = np.arange(0.496 - 0.030 * 10, hi + 0.030, 0.030)  # 30 keV bins, one of them 496-526 keV
+    hist, _ = np.histogram(e, edges)
+    assert edges[hist.argmax()] < 0.511 < edges[hist.argmax() + 1]
     c = read_tree(root, "Coincidences", ["GlobalTime1", "GlobalTime2"])
     dt = c["GlobalTime2"] - c["GlobalTime1"]
     assert np.all((dt >= 0) & (dt <= cfg["digitizer"]["coincidence_window_ns"]))

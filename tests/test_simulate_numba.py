@@ -1,8 +1,8 @@
 """The compiled (numba) fast engine against known answers and against the numpy reference.
 
 Known answers for its kernels: the phantom classifier equals TubePhantom.classify point for
-point; the crystal walk's azimuthal cell lookup equals the rounded atan2; the walk on from a box it
-just left finds the box a fresh walk (the numpy one) finds; Beer-Lambert
+point; the azimuthal cell lookup equals the rounded atan2; the crystal tracker's first interactions
+fall along each ray's boxes (the numpy walk's) as Beer-Lambert says; Beer-Lambert
 transmission through an aluminium wall; the Klein-Nishina angular distribution (chi-square) and
 the Compton energy-angle relation; the acollinearity FWHM and the F-18 positron range. Against the numpy reference (``simulation.kernel: numpy``), seeded scans of
 the default scanner and phantom must give the same singles, prompts, trues, scatters, randoms
@@ -108,45 +108,75 @@ def test_compiled_sector_lookup_equals_the_rounded_atan2(n):
 
 
 @numba.njit
-def _next_boxes(p, u, gb, gt, left):
-    out = np.empty((3, p.shape[1]))
-    for k in range(p.shape[1]):
-        t0, t1, c = fnb._next_box(p[0, k], p[1, k], p[2, k], u[0, k], u[1, k], u[2, k], gb, gt, left[k])
-        out[0, k], out[1, k], out[2, k] = t0, t1, c
-    return out
+def _first_interactions(p, u, cpe, cco, gb, gt, s):
+    """Crystal, position and path of each ray's first interaction in the compiled tracker."""
+    m = p.shape[1]
+    crystal = np.full(m, -1)
+    pos = np.full((3, m), np.nan)
+    path = np.full(m, np.nan)
+    h_cry = np.empty(fnb.MAX_HITS, np.int64)
+    h_dep = np.empty(fnb.MAX_HITS)
+    h_pos = np.empty((3, fnb.MAX_HITS))
+    h_path = np.empty(fnb.MAX_HITS)
+    h_nsc = np.empty(fnb.MAX_HITS, np.int16)
+    for k in range(m):
+        nh = fnb._track_boxes(
+            p[0, k], p[1, k], p[2, k], u[0, k], u[1, k], u[2, k], fnb.PHOTON_MEV, 0.0, 0,
+            cpe, cco, gb, gt, s, h_cry, h_dep, h_pos, h_path, h_nsc, 0,
+        )  # fmt: skip
+        if nh > 0:
+            crystal[k] = h_cry[0]
+            pos[:, k] = h_pos[:, 0]
+            path[k] = h_path[0]
+    return crystal, pos, path
 
 
-def test_compiled_walk_after_a_box_finds_the_next_box_as_a_fresh_walk_does():
-    # The tracker leaves a box just past its surface and walks on from there; the compiled walk
-    # never tests that box again and starts from its cell. It must find the box that the numpy
-    # walk (no memory, crystals.next_box) finds from the same point, and rays out through a box's
-    # back face must meet no other box (the tracker stops them without walking).
-    sc = Scanner.from_config(configlib.validate({})["scanner"])
-    g = BoxRing.from_scanner(sc)
+def test_compiled_crystal_tracking_puts_first_interactions_where_beer_lambert_does():
+    # The compiled tracker flies Woodcock steps through the shell of the boxes; the numpy walk
+    # (crystals.next_box, an independent method) lists the boxes each ray crosses, which fixes
+    # where the first interaction must fall: at LYSO depth tau along the ray (the summed chords of
+    # the boxes before it plus the way into its own) with P(tau) = 1 - exp(-mu tau). So
+    # F = P(tau) / P(all the ray's LYSO) is uniform for the rays that interact, and a ray
+    # interacts with probability P(all). Rays start in the bore, in the gaps and inside boxes,
+    # in every direction (inward ones cross the bore to the far side of the ring).
+    eng = _engine(_uniform_tube())
+    g = BoxRing.from_scanner(eng.scanner)
     rng = np.random.default_rng(11)
-    m = 20_000
-    index = rng.integers(0, g.n, m)
-    ring = rng.integers(0, g.rings, m)
-    a = 2 * np.pi * index / g.n
-    rad = g.r_in + rng.uniform(0, g.depth, m)
-    tan = rng.uniform(-g.half_w, g.half_w, m)
-    p = np.stack(
-        [rad * np.cos(a) - tan * np.sin(a), rad * np.sin(a) + tan * np.cos(a),
-         (ring - (g.rings - 1) / 2) * g.pitch + rng.uniform(-g.half_h, g.half_h, m)]
-    )  # fmt: skip
+    m = 100_000
+    r = np.sqrt(rng.uniform(0, g.r_max**2, m))
+    a = rng.uniform(0, 2 * np.pi, m)
+    p = np.stack([r * np.cos(a), r * np.sin(a), rng.uniform(-g.z_half, g.z_half, m)])
     u = mat.isotropic(m, rng).T
-    _, t1 = box_interval(g, p, u, index, ring)
-    q = p + u * (t1 + fnb.EPS_MM)  # just past where the ray leaves its box
-    crystal = ring * g.n + index
-    want_in, want_out, want = next_box(g, q, u)
-    got = _next_boxes(np.ascontiguousarray(q), np.ascontiguousarray(u), g.packed(), fnb.box_tables(g.n), crystal)
-    np.testing.assert_array_equal(got[2].astype(np.int64), want)
-    hit = want >= 0
-    assert hit.sum() > 1000 and (~hit).sum() > 1000  # both outcomes well sampled
-    np.testing.assert_allclose(got[0][hit], want_in[hit], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(got[1][hit], want_out[hit], rtol=0, atol=1e-6)
-    back = (q[0] * np.cos(a) + q[1] * np.sin(a) >= g.r_in + g.depth) & (u[0] * np.cos(a) + u[1] * np.sin(a) > 0)
-    assert back.sum() > 500 and not hit[back].any()
+    crystal, pos, path = _first_interactions(
+        p, np.ascontiguousarray(u), eng.cpe, eng.cco, eng.gb, eng.gt, fnb.seed_state(rng)
+    )
+    i, w = fnb._grid(fnb.PHOTON_MEV)
+    mu = fnb._lookup(eng.cpe, i, w) + fnb._lookup(eng.cco, i, w)  # photoelectric + Compton
+    # Walk every ray through all its boxes (numpy, box after box), summing their LYSO chords.
+    lyso = np.zeros(m)
+    tau = np.full(m, np.nan)  # LYSO depth of the first interaction
+    t = np.zeros(m)
+    act = np.arange(m)
+    while act.size:
+        t_in, t_out, box = next_box(g, p[:, act] + u[:, act] * t[act], u[:, act])
+        met = box >= 0
+        act, box = act[met], box[met]
+        t_in, t_out = t[act] + np.maximum(t_in[met], 0.0), t[act] + t_out[met]
+        here = crystal[act] == box  # the first interaction is in this box
+        k = act[here]
+        assert np.all(path[k] >= t_in[here] - 1e-9) and np.all(path[k] <= t_out[here] + 1e-9)
+        tau[k] = lyso[k] + path[k] - t_in[here]
+        lyso[act] += t_out - t_in
+        t[act] = t_out + 1e-7
+    hit = crystal >= 0
+    assert not np.isnan(tau[hit]).any()  # every interaction lies in a box that the ray crosses
+    np.testing.assert_allclose(pos[:, hit], p[:, hit] + u[:, hit] * path[hit], atol=1e-9)
+    assert hit.sum() > 30_000 and (~hit).sum() > 10_000
+    p_all = -np.expm1(-mu * lyso)
+    expected, var = p_all.sum(), (p_all * (1 - p_all)).sum()
+    assert abs(hit.sum() - expected) < 5 * math.sqrt(var), (hit.sum(), expected)
+    f = -np.expm1(-mu * tau[hit]) / p_all[hit]
+    assert stats.kstest(f, "uniform").pvalue > 1e-4
 
 
 @pytest.mark.parametrize("start", ["inner_surface", "centre"])

@@ -7,7 +7,8 @@ acollinearity, Woodcock tracking through the tube against the majorant of its ma
 (photoelectric, Klein-Nishina Compton, Rayleigh from the form-factor tables, up to
 ``max_scatter_orders``, the ``E_cut`` drop), crystal tracking (photoelectric / Compton, Compton
 escape, at most ``MAX_CRYSTAL_INTERACTIONS`` interactions per photon) in the box crystals with
-per-crystal readout of each decay's deposits (``digitizer.readout: crystal``; the cell walk of
+per-crystal readout of each decay's deposits (``digitizer.readout: crystal``; Woodcock tracking
+against LYSO in the shell of the boxes, where the numpy engine walks the cells of
 :mod:`.crystals`) or in the gapless annulus (``annulus``), with the readout policy and
 discretisation of ``digitizer``, and the digitizer (energy and time blur, energy window).
 The phantom is classified with an exact port of :meth:`TubePhantom.classify_local` (no
@@ -39,7 +40,7 @@ from ..geometry.phantom import DEFECT_LABELS, FLUID, TubePhantom
 from ..geometry.scanner import Scanner
 from . import materials as mat
 from . import positron
-from .crystals import EPS_MM, MAX_WALK, BoxRing
+from .crystals import BoxRing
 from .fast import (
     C_MM_PER_NS,
     MAX_CRYSTAL_INTERACTIONS,
@@ -107,7 +108,9 @@ POS_MAX_SEGMENTS = positron.MAX_SEGMENTS
 POS_MAX_SEGMENT = positron.MAX_SEGMENT_MM
 POS_BISECTIONS = positron.BISECTIONS
 MAX_HITS = 2 * MAX_CRYSTAL_INTERACTIONS  # crystal deposits of one decay
-MAX_BOX_ENTRIES = 64  # crystals one photon may enter (a bound; far above what occurs)
+# A bound on the work of one crystal flight, never reached: a 511 keV photon expects ~12 flights
+# along the longest chord through the shell, a low-energy one stops in its first box.
+MAX_NULL_COLLISIONS = 1_000_000
 
 # ---- random numbers: xoshiro256+ -------------------------------------------------------------
 
@@ -589,43 +592,19 @@ def _crystal_centre(crystal, pp, gt):
 
 def box_tables(n: int) -> np.ndarray:
     """(4, n): cos and sin of crystal i's azimuth 2 pi i / n, and of its sector's upper boundary
-    2 pi (i + 1/2) / n (looked up instead of evaluated in the walk)."""
+    2 pi (i + 1/2) / n (looked up instead of evaluated in :func:`_sector`)."""
     phi = 2 * np.pi * np.arange(n) / n
     b = phi + np.pi / n
     return np.ascontiguousarray(np.stack([np.cos(phi), np.sin(phi), np.cos(b), np.sin(b)]))
 
 
 @njit(**_INLINE)
-def _slab(p, u, lo, hi):
-    if u == 0.0:
-        if lo <= p <= hi:
-            return -np.inf, np.inf
-        return np.inf, -np.inf
-    ta = (lo - p) / u
-    tb = (hi - p) / u
-    if ta < tb:
-        return ta, tb
-    return tb, ta
-
-
-@njit(**_INLINE)
-def _box_interval(x, y, z, ux, uy, uz, index, ring, gb, gt):
-    """(t0, t1) of the ray inside box (ring, index) (empty when t0 >= t1); ``gt``: the cos and sin
-    of every crystal's azimuth and of every sector's upper boundary (:func:`box_tables`)."""
-    c = gt[0, index]
-    sn = gt[1, index]
-    a0, a1 = _slab(x * c + y * sn, ux * c + uy * sn, gb[GB_R_IN], gb[GB_R_IN] + gb[GB_DEPTH])
-    b0, b1 = _slab(y * c - x * sn, uy * c - ux * sn, -gb[GB_HALF_W], gb[GB_HALF_W])
-    c0, c1 = _slab(z - (ring - (gb[GB_RINGS] - 1.0) / 2.0) * gb[GB_PITCH], uz, -gb[GB_HALF_H], gb[GB_HALF_H])
-    return max(max(a0, b0), c0), min(min(a1, b1), c1)
-
-
-@njit(**_INLINE)
 def _sector(px, py, n, gt, guess):
     """rint(atan2(py, px) n / 2 pi) mod n, the azimuthal cell holding (px, py), without atan2
-    (which took ~13 % of the engine's time in the walk, perf). Starts from ``guess`` (a cell; in
-    the walk the previous one) or, when it is -1, from a cheap estimate of the azimuth (within
-    0.0015 rad: Rajan et al. 2006's approximation of atan on [0, 1]); then the exact test against
+    (which took ~13 % of the engine's time in the former cell walk, perf). Starts from ``guess``
+    (a cell; in the crystal tracker the previous collision's) or, when it is -1, from a cheap
+    estimate of the azimuth (within 0.0015 rad: Rajan et al. 2006's approximation of atan on
+    [0, 1]); then the exact test against
     the cell's two boundaries (rows 2 and 3 of ``gt``, :func:`box_tables`), stepping to the
     neighbour until they hold the point. Same cell as atan2 except exactly on a boundary
     (measure zero); a guess far off costs only steps."""
@@ -655,155 +634,134 @@ def _sector(px, py, n, gt, guess):
     return index
 
 
+
+
 @njit(**_INLINE)
-def _next_box(x, y, z, ux, uy, uz, gb, gt, left):
-    """(t_in, t_out, crystal) of the first box the ray enters (crystal -1: none); see
-    :func:`.crystals.next_box`, of which this is the one-ray port. ``left``: the box the ray has
-    just left (-1: none), never tested again (a convex box is not re-entered along a line), and
-    its azimuthal cell the first guess of the walk's."""
-    n = gb[GB_N]
-    rings = gb[GB_RINGS]
-    r_in2 = gb[GB_R_IN] * gb[GB_R_IN]
-    r_max2 = gb[GB_R_MAX] * gb[GB_R_MAX]
-    z_half = gb[GB_Z_HALF]
-    pitch = gb[GB_PITCH]
-    nn = int(n)
+def _shell_intervals(x, y, z, ux, uy, uz, gb):
+    """The stretches of the ray (x, y, z) + t u, t >= 0, inside the shell that holds every box
+    (R <= r <= r_max, |z| <= z_half): (t0, t1, t2, t3), the second empty (t2 >= t3) unless the
+    ray crosses the bore in between (a photon scattered back out of a crystal)."""
     a = ux * ux + uy * uy
-    # The ray is straight: where it crosses the inner and outer circles is found once (the walk
-    # used to solve both quadratics in every cell), as parameters t along it.
-    t_in_lo = np.inf  # enters the inner circle (none: inf)
-    t_in_hi = -np.inf  # leaves it
-    t_max = np.inf  # leaves the outer circle
-    if a > 1e-15:
-        b0 = x * ux + y * uy
-        r20 = x * x + y * y
-        t_max = (math.sqrt(max(b0 * b0 - a * (r20 - r_max2), 0.0)) - b0) / a
-        d_in = b0 * b0 - a * (r20 - r_in2)
-        if d_in > 0.0:
-            q = math.sqrt(d_in)
-            t_in_lo = (-b0 - q) / a
-            t_in_hi = (q - b0) / a
-    index = -1 if left < 0 else left % nn
-    t = 0.0
-    for _ in range(MAX_WALK):
-        px = x + ux * t
-        py = y + uy * t
-        pz = z + uz * t
-        r2 = px * px + py * py
-        if r2 >= r_max2 and px * ux + py * uy >= 0.0:
-            break
-        if abs(pz) >= z_half:
-            if pz * uz >= 0.0:
-                break
-            t += (abs(pz) - z_half) / abs(uz) + EPS_MM
-            index = -1  # a jump: the last cell is no guess
-            continue
-        if r2 < r_in2:
-            if a < 1e-15:
-                break
-            t = max(t_in_hi, t) + EPS_MM
-            index = -1
-            continue
-        index = _sector(px, py, nn, gt, index)  # the previous cell's: at most a step away
-        ring = int(math.floor(pz / pitch + rings / 2.0))
-        if 0 <= ring < rings and ring * nn + index != left:
-            t0, t1 = _box_interval(px, py, pz, ux, uy, uz, index, ring, gb, gt)
-            if t0 < 0.0:
-                t0 = 0.0
-            if t1 > t0 + 1e-12:
-                return t + t0, t + t1, ring * int(n) + index
-        # The next cell boundary: azimuth, ring plane, inner or outer circle.
-        step = np.inf
-        ang = px * uy - py * ux
-        if ang != 0.0:
-            ib = index if ang > 0.0 else (index - 1) % int(n)  # boundary at phi_index +- pi / n
-            nx = -gt[3, ib]
-            ny = gt[2, ib]
-            den = ux * nx + uy * ny
-            if den != 0.0:
-                tb = -(px * nx + py * ny) / den
-                if tb > 0.0:
-                    step = tb
-        if uz != 0.0:
-            zb = (ring + (1.0 if uz > 0.0 else 0.0) - rings / 2.0) * pitch
-            tz = (zb - pz) / uz
-            if 0.0 < tz < step:
-                step = tz
-        if t_max - t < step:
-            step = max(t_max - t, 0.0)
-        if t < t_in_lo and t_in_lo - t < step:
-            step = t_in_lo - t
-        if not step < np.inf:
-            break
-        t += step + EPS_MM
-    return np.nan, np.nan, -1
+    if not a > 1e-15:
+        return 0.0, 0.0, 0.0, 0.0  # along the axis: no crystal ahead
+    r_in = gb[GB_R_IN]
+    r_max = gb[GB_R_MAX]
+    z_half = gb[GB_Z_HALF]
+    b = x * ux + y * uy
+    rr = x * x + y * y
+    d_out = b * b - a * (rr - r_max * r_max)
+    if not d_out > 0.0:
+        return 0.0, 0.0, 0.0, 0.0
+    q = math.sqrt(d_out)
+    t0 = max((-b - q) / a, 0.0)
+    t1 = (q - b) / a  # leaves the outer circle
+    t2 = t1
+    t3 = t1
+    d_in = b * b - a * (rr - r_in * r_in)
+    if d_in > 0.0:
+        qi = math.sqrt(d_in)
+        enter = (-b - qi) / a
+        leave = (qi - b) / a
+        if leave > t0:
+            if enter > t0:  # in the shell now: out into the bore, across it, into the shell again
+                t1 = enter
+                t2 = leave
+            else:  # in the bore now
+                t0 = leave
+    # The rings' axial extent.
+    if uz != 0.0:
+        za = (-z_half - z) / uz
+        zb = (z_half - z) / uz
+        lo = min(za, zb)
+        hi = max(za, zb)
+    elif abs(z) <= z_half:
+        lo = -np.inf
+        hi = np.inf
+    else:
+        return 0.0, 0.0, 0.0, 0.0
+    return max(t0, lo), min(t1, hi), max(t2, lo), min(t3, hi)
+
+
+@njit(**_INLINE)
+def _box_holding(px, py, pz, gb, gt, guess):
+    """The crystal whose box holds the point, or -1 (a gap): the box of the point's cell, the only
+    one that can (see :mod:`.crystals`); ``guess`` as for :func:`_sector`."""
+    n = int(gb[GB_N])
+    index = _sector(px, py, n, gt, guess)
+    c = gt[0, index]
+    sn = gt[1, index]
+    depth = px * c + py * sn - gb[GB_R_IN]
+    if depth < 0.0 or depth > gb[GB_DEPTH] or abs(py * c - px * sn) > gb[GB_HALF_W]:
+        return -1, index
+    rings = gb[GB_RINGS]
+    ring = int(math.floor(pz / gb[GB_PITCH] + rings / 2.0))
+    if ring < 0 or ring >= rings or abs(pz - (ring - (rings - 1.0) / 2.0) * gb[GB_PITCH]) > gb[GB_HALF_H]:
+        return -1, index
+    return ring * n + index, index
 
 
 @njit(**_INLINE)
 def _track_boxes(x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, h_dep, h_pos, h_path, h_nsc, nh):
     """Track one photon through the box crystals, appending its deposits to the hit arrays from
-    index nh; returns the new number of hits."""
+    index nh; returns the new number of hits.
+
+    Woodcock tracking in the shell that holds every box, against LYSO's attenuation: a flight
+    that ends in a box interacts there, one that ends in a gap between boxes (air, in which
+    nothing interacts) is a null collision and flies on. This is exact for boxes in vacuum and
+    needs no walk from box to box (the numpy engine's :func:`.crystals.next_box`, which this
+    kernel ported until the crystal tracking was half of its time). The boxes fill 92 % of the
+    shell, so null collisions are few.
+    """
     n_int = 0
-    back = gb[GB_R_IN] + gb[GB_DEPTH]
-    crystal = -1
-    for _ in range(MAX_BOX_ENTRIES):
-        t0, t1, crystal = _next_box(x, y, z, ux, uy, uz, gb, gt, crystal)
+    while True:
+        t0, t1, t2, t3 = _shell_intervals(x, y, z, ux, uy, uz, gb)
+        i, w = _grid(e)
+        mu_pe = _lookup(cpe, i, w)
+        mu = mu_pe + _lookup(cco, i, w)
+        crystal = -1
+        t = t0
+        guess = -1
+        for _ in range(MAX_NULL_COLLISIONS):
+            t += _expo(s) / mu
+            if not t < t1:
+                if not t2 < t3:
+                    return nh  # out of the shell: no crystal ahead
+                # Across the bore to the far side of the ring: a fresh flight from where the ray
+                # enters the shell again (memoryless), a fresh cell estimate.
+                t = t2
+                t1 = t3
+                t3 = t2
+                guess = -1
+                continue
+            crystal, guess = _box_holding(x + ux * t, y + uy * t, z + uz * t, gb, gt, guess)
+            if crystal >= 0:
+                break
         if crystal < 0:
             return nh
-        x += ux * t0
-        y += uy * t0
-        z += uz * t0
-        path += t0
-        dout = t1 - t0
-        ring = crystal // int(gb[GB_N])
-        index = crystal - ring * int(gb[GB_N])
-        while True:
-            i, w = _grid(e)
-            mu_pe = _lookup(cpe, i, w)
-            mu = mu_pe + _lookup(cco, i, w)
-            d = _expo(s) / mu
-            if not d < dout:
-                # Leaves the box: just past its surface (a convex box is never re-entered along
-                # the same ray), on to the next one.
-                x += ux * (dout + EPS_MM)
-                y += uy * (dout + EPS_MM)
-                z += uz * (dout + EPS_MM)
-                path += dout
-                # Out through the back face: every other box lies in front of that plane (its
-                # back corners reach depth (R + D) cos(2 pi / n) + (w / 2) sin(2 pi / n) < R + D),
-                # so the photon meets no crystal again; skip the walk.
-                if x * gt[0, index] + y * gt[1, index] >= back and ux * gt[0, index] + uy * gt[1, index] > 0.0:
-                    return nh
-                break
-            x += ux * d
-            y += uy * d
-            z += uz * d
-            path += d
-            photo = _u01(s) * mu < mu_pe
-            if photo:
-                dep = e
-            else:
-                cos_t, e_new = _klein_nishina(e, s)
-                dep = e - e_new
-                e = e_new
-                ux, uy, uz = _rotate(ux, uy, uz, cos_t, s)
-            h_cry[nh] = crystal
-            h_dep[nh] = dep
-            h_pos[0, nh] = x
-            h_pos[1, nh] = y
-            h_pos[2, nh] = z
-            h_path[nh] = path
-            h_nsc[nh] = nsc
-            nh += 1
-            n_int += 1
-            if photo or n_int >= MAX_CRYSTAL_INTERACTIONS:
-                return nh
-            t0, t1 = _box_interval(x, y, z, ux, uy, uz, index, ring, gb, gt)
-            dout = max(t1, 0.0)
-    return nh
+        x += ux * t
+        y += uy * t
+        z += uz * t
+        path += t
+        photo = _u01(s) * mu < mu_pe
+        if photo:
+            dep = e
+        else:
+            cos_t, e_new = _klein_nishina(e, s)
+            dep = e - e_new
+            e = e_new
+            ux, uy, uz = _rotate(ux, uy, uz, cos_t, s)
+        h_cry[nh] = crystal
+        h_dep[nh] = dep
+        h_pos[0, nh] = x
+        h_pos[1, nh] = y
+        h_pos[2, nh] = z
+        h_path[nh] = path
+        h_nsc[nh] = nsc
+        nh += 1
+        n_int += 1
+        if photo or n_int >= MAX_CRYSTAL_INTERACTIONS:
+            return nh
 
-
-# ---- one chunk -------------------------------------------------------------------------------
 
 
 @njit(**_INLINE)
