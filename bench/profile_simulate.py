@@ -4,8 +4,8 @@ the kernel, timed alone on one core, against the whole chunk measured in the sam
 Stages: emission (decay position, positron range, the two photon directions; also with the
 positron range and the acollinearity switched off), phantom transport (Woodcock tracking of one
 photon through the tube), crystal tracking (one photon that left the tube, through the box
-crystals: Woodcock flights through the shell of the boxes and the interactions). The whole chunk adds the per-crystal readout,
-the digitizer and the output. One process, numba kernels compiled first; the median of
+crystals: Woodcock flights through the shell of the boxes and the interactions). The whole chunk
+adds the per-crystal readout, the digitizer and the output. One process, numba kernels compiled first; the median of
 ``--repeats`` passes of ``--decays`` decays of the default scan_000.
 
 Usage: python bench/profile_simulate.py [--decays 1e6] [--repeats 3] [--config config/config.yaml]

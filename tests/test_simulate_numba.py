@@ -239,6 +239,13 @@ def test_compiled_klein_nishina_angles_follow_the_analytic_distribution(energy):
     assert np.allclose(e_out, energy / (1 + k * (1 - cos_t)))
 
 
+def test_compiled_small_angle_cosine_equals_libm():
+    # The acollinearity's cos(sqrt(x2)): a Taylor series below 0.1 rad, libm above.
+    x = np.concatenate([np.linspace(0.0, 0.1, 20_001), np.linspace(0.1, 3.0, 1001)])
+    got = np.array([fnb._cos_of_root(v * v) for v in x])
+    np.testing.assert_allclose(got, np.cos(x), rtol=0, atol=2.3e-16)
+
+
 def test_compiled_acollinearity_and_positron_range():
     rng = np.random.default_rng(9)
     n = 50_000

@@ -167,6 +167,15 @@ def _normal_pair(s):
 
 
 @njit(**_INLINE)
+def _cos_of_root(x2):
+    """cos(sqrt(x2)): for the small angles of the acollinearity (x < 0.1 rad) its Taylor series
+    to x^10 (truncation < 3e-21, below double rounding), else libm."""
+    if x2 < 0.01:
+        return 1.0 - x2 / 2.0 * (1.0 - x2 / 12.0 * (1.0 - x2 / 30.0 * (1.0 - x2 / 56.0 * (1.0 - x2 / 90.0))))
+    return math.cos(math.sqrt(x2))
+
+
+@njit(**_INLINE)
 def _azimuth(s):
     """(cos phi, sin phi) of a uniform azimuth: a uniform point of the unit disc, angle doubled."""
     while True:
@@ -462,11 +471,11 @@ def _transport(x, y, z, ux, uy, uz, e, tp, df, cum, majorant, cdfs, ray_e, theta
         dexit -= d
         m = _classify(x, y, z, tp, df)
         r = _u01(s) * mumax
-        c_pe = _lookup3(cum, 0, m, i, w)
-        if r < c_pe:
+        if not r < _lookup3(cum, 2, m, i, w):
+            continue  # a null collision (most are): one table lookup instead of three
+        if r < _lookup3(cum, 0, m, i, w):
             return False, x, y, z, ux, uy, uz, e, path, nsc
-        c_pc = _lookup3(cum, 1, m, i, w)
-        if r < c_pc:
+        if r < _lookup3(cum, 1, m, i, w):
             if nsc >= max_orders:
                 return False, x, y, z, ux, uy, uz, e, path, nsc
             cos_t, e = _klein_nishina(e, s)
@@ -475,7 +484,7 @@ def _transport(x, y, z, ux, uy, uz, e, tp, df, cum, majorant, cdfs, ray_e, theta
             new_segment = True
             if e < e_cut:
                 return False, x, y, z, ux, uy, uz, e, path, nsc
-        elif r < _lookup3(cum, 2, m, i, w):
+        else:
             if nsc >= max_orders:
                 return False, x, y, z, ux, uy, uz, e, path, nsc
             cos_t = _rayleigh_cos(cdfs, ray_e, theta, m, e, s)
@@ -770,21 +779,22 @@ def _emit(tp, df, pp, dens, s):
     sx, sy, sz = _sample_fluid(tp, df, s)
     ax, ay, az = sx, sy, sz
     if pp[PP_POS_RANGE] != 0.0:
-        ax, ay, az = _annihilation(sx, sy, sz, tp, df, dens, s)
+        ax, ay, az = _annihilation(sx, sy, sz, FLUID, tp, df, dens, s)
     u1x, u1y, u1z = _isotropic(s)
     acol = pp[PP_ACOL_SIGMA]
     if acol > 0.0:
-        g1, g2 = _normal_pair(s)
-        dev = acol * math.sqrt(g1 * g1 + g2 * g2)
-        u2x, u2y, u2z = _rotate(-u1x, -u1y, -u1z, math.cos(dev), s)
+        # Two Gaussian transverse components of width sigma make a Rayleigh deviation angle:
+        # dev^2 = sigma^2 (g1^2 + g2^2) = -2 sigma^2 ln U, one logarithm and no square root.
+        dev2 = -2.0 * acol * acol * math.log(_u_pos(s))
+        u2x, u2y, u2z = _rotate(-u1x, -u1y, -u1z, _cos_of_root(dev2), s)
     else:
         u2x, u2y, u2z = -u1x, -u1y, -u1z
     return sx, sy, sz, ax, ay, az, u1x, u1y, u1z, u2x, u2y, u2z
 
 
 @njit(**_INLINE)
-def _annihilation(sx, sy, sz, tp, df, dens, s):
-    """Annihilation point of a positron emitted at (sx, sy, sz): port of
+def _annihilation(sx, sy, sz, m, tp, df, dens, s):
+    """Annihilation point of a positron emitted at (sx, sy, sz) in material m: port of
     :func:`.positron.annihilation_points` (Levin & Hoffman's F-18 kernel, density-scaled per material)."""
     if _u01(s) < POS_SHORT_FRACTION:
         scale = POS_SCALE_SHORT
@@ -793,7 +803,6 @@ def _annihilation(sx, sy, sz, tp, df, dens, s):
     left = -scale * math.log(_u_pos(s) * _u_pos(s))  # gamma(2, scale)
     ux, uy, uz = _isotropic(s)
     x, y, z = sx, sy, sz
-    m = _classify(x, y, z, tp, df)
     for _ in range(POS_MAX_SEGMENTS):
         seg = min(left / dens[m], POS_MAX_SEGMENT)
         ex = x + ux * seg
@@ -824,7 +833,8 @@ def _annihilation(sx, sy, sz, tp, df, dens, s):
 @njit(**_JIT)
 def _annihilation_batch(src, tp, df, dens, s, out):
     for k in range(src.shape[0]):
-        out[k, 0], out[k, 1], out[k, 2] = _annihilation(src[k, 0], src[k, 1], src[k, 2], tp, df, dens, s)
+        m = _classify(src[k, 0], src[k, 1], src[k, 2], tp, df)
+        out[k, 0], out[k, 1], out[k, 2] = _annihilation(src[k, 0], src[k, 1], src[k, 2], m, tp, df, dens, s)
 
 
 @njit(**_JIT)
