@@ -12,6 +12,10 @@ slab ``|z - z_j| <= pitch / 2`` (the front corners, the widest part, sit at azim
 them from the current point and tests only the one box of each cell, crossing the bore when the
 ray passes through it (a photon scattered back out of a crystal can reach the opposite side, as
 in Geant4). The gaps between boxes are air, in which nothing interacts.
+
+The numpy engine walks the cells this way. The compiled engine (:mod:`.fast_numba`) does not
+walk: it flies Woodcock steps through the shell that holds every box and, at each collision
+point, tests the one box of the point's cell, the same fact in another use.
 """
 
 from __future__ import annotations
