@@ -494,6 +494,17 @@ def _transport(x, y, z, ux, uy, uz, e, tp, df, cum, majorant, cdfs, ray_e, theta
 
 
 @njit(**_INLINE)
+def _crystal_interaction(e, ux, uy, uz, mu_pe, mu, s):
+    """One interaction in LYSO: photoelectric (probability mu_pe / mu; the photon is absorbed) or
+    Compton. Returns (photo, deposit, energy, ux, uy, uz) of the photon after it."""
+    if _u01(s) * mu < mu_pe:
+        return True, e, e, ux, uy, uz
+    cos_t, e_new = _klein_nishina(e, s)
+    ux, uy, uz = _rotate(ux, uy, uz, cos_t, s)
+    return False, e - e_new, e_new, ux, uy, uz
+
+
+@njit(**_INLINE)
 def _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, gt, s):
     """Carry a photon across the bore into the crystal annulus and track it there.
 
@@ -538,14 +549,7 @@ def _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, gt, s):
         y += uy * d
         z += uz * d
         path += d
-        photo = _u01(s) * mu < mu_pe
-        if photo:
-            dep = e
-        else:
-            cos_t, e_new = _klein_nishina(e, s)
-            dep = e - e_new
-            e = e_new
-            ux, uy, uz = _rotate(ux, uy, uz, cos_t, s)
+        photo, dep, e, ux, uy, uz = _crystal_interaction(e, ux, uy, uz, mu_pe, mu, s)
         edep += dep
         if centroid:
             wx += dep * x
@@ -751,14 +755,7 @@ def _track_boxes(x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, 
         y += uy * t
         z += uz * t
         path += t
-        photo = _u01(s) * mu < mu_pe
-        if photo:
-            dep = e
-        else:
-            cos_t, e_new = _klein_nishina(e, s)
-            dep = e - e_new
-            e = e_new
-            ux, uy, uz = _rotate(ux, uy, uz, cos_t, s)
+        photo, dep, e, ux, uy, uz = _crystal_interaction(e, ux, uy, uz, mu_pe, mu, s)
         h_cry[nh] = crystal
         h_dep[nh] = dep
         h_pos[0, nh] = x
