@@ -617,10 +617,9 @@ def _sector(px, py, n, gt, guess):
     (which took ~13 % of the engine's time in the former cell walk, perf). Starts from ``guess``
     (a cell; in the crystal tracker the previous collision's) or, when it is -1, from a cheap
     estimate of the azimuth (within 0.0015 rad: Rajan et al. 2006's approximation of atan on
-    [0, 1]); then the exact test against
-    the cell's two boundaries (rows 2 and 3 of ``gt``, :func:`box_tables`), stepping to the
-    neighbour until they hold the point. Same cell as atan2 except exactly on a boundary
-    (measure zero); a guess far off costs only steps."""
+    [0, 1]); then the exact test against the cell's two boundaries (rows 2 and 3 of ``gt``,
+    :func:`box_tables`), stepping to the neighbour until they hold the point. Same cell as atan2
+    except exactly on a boundary (measure zero); a guess far off costs only steps."""
     index = guess
     if index < 0:
         ax = abs(px)
@@ -645,8 +644,6 @@ def _sector(px, py, n, gt, guess):
         else:
             break
     return index
-
-
 
 
 @njit(**_INLINE)
@@ -767,7 +764,6 @@ def _track_boxes(x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, 
         n_int += 1
         if photo or n_int >= MAX_CRYSTAL_INTERACTIONS:
             return nh
-
 
 
 @njit(**_INLINE)
