@@ -29,7 +29,7 @@ from positrongan.geometry.scanner import Scanner
 from positrongan.rootfile import read_tree
 from positrongan.simulate import fast_numba as fnb
 from positrongan.simulate import materials as mat
-from positrongan.simulate.crystals import BoxRing, box_interval, next_box
+from positrongan.simulate.crystals import BoxRing, next_box
 from positrongan.simulate.driver import draw_phantom, run_scan
 from positrongan.simulate.settings import Acquisition, Digitizer
 
