@@ -5,7 +5,9 @@ Stages: emission (decay position, positron range, the two photon directions; als
 positron range and the acollinearity switched off), phantom transport (Woodcock tracking of one
 photon through the tube), crystal tracking (one photon that left the tube, through the box
 crystals: Woodcock flights through the shell of the boxes and the interactions). The whole chunk
-adds the per-crystal readout, the digitizer and the output. One process, numba kernels compiled first; the median of
+adds the per-crystal readout, the digitizer and the output. Also the pieces a phantom flight is
+made of, each alone (``pieces_ns``): the material at a point, a flight length, a uniform, a
+cross-section lookup. One process, numba kernels compiled first; the median of
 ``--repeats`` passes of ``--decays`` decays of the default scan_000.
 
 Usage: python bench/profile_simulate.py [--decays 1e6] [--repeats 3] [--config config/config.yaml]
@@ -43,6 +45,39 @@ def _track_all(pos, dirs, energy, alive, path, scat, cpe, cco, gb, gt, s, h_cry,
                 scat[k], cpe, cco, gb, gt, s, h_cry, h_dep, h_pos, h_path, h_nsc, 0,
             )  # fmt: skip
     return hits
+
+
+@njit(**dict(fnb._JIT, cache=False))
+def _classify_points(pts, tp, df):
+    acc = 0
+    for k in range(pts.shape[0]):
+        acc += fnb._classify(pts[k, 0], pts[k, 1], pts[k, 2], tp, df)
+    return acc
+
+
+@njit(**dict(fnb._JIT, cache=False))
+def _flights(n, s):
+    acc = 0.0
+    for _ in range(n):
+        acc += fnb._expo(s)
+    return acc
+
+
+@njit(**dict(fnb._JIT, cache=False))
+def _uniforms(n, s):
+    acc = 0.0
+    for _ in range(n):
+        acc += fnb._u01(s)
+    return acc
+
+
+@njit(**dict(fnb._JIT, cache=False))
+def _lookups(energies, cum):
+    acc = 0.0
+    for k in range(energies.size):
+        i, w = fnb._grid(energies[k])
+        acc += fnb._lookup3(cum, 2, k % cum.shape[1], i, w)
+    return acc
 
 
 def _cpu_ns(fn, per: int, repeats: int) -> float:
@@ -113,6 +148,22 @@ def main() -> None:
     hits = track()
     out["crystal_tracking_ns_per_photon_leaving_the_tube"] = _cpu_ns(track, int(alive.sum()), args.repeats)
     out["crystal_deposits_per_photon_leaving_the_tube"] = hits / int(alive.sum())
+    # The pieces a phantom flight is made of, each timed alone: the material at a point (uniform
+    # in the tube's bounding cylinder), an exponential flight length, a uniform, a cross-section
+    # lookup at a random energy.
+    r_b, h_b = eng.tp[fnb.TP_R_BOUND], eng.tp[fnb.TP_H_BOUND]
+    rad, phi = r_b * np.sqrt(rng.uniform(0, 1, n)), rng.uniform(0, 2 * np.pi, n)
+    pts = np.stack([rad * np.cos(phi), rad * np.sin(phi), rng.uniform(-h_b, h_b, n)], axis=1)
+    energies = rng.uniform(0.15, 0.511, n)
+    pieces = {
+        "material_at_a_point": lambda: _classify_points(pts, eng.tp, eng.df),
+        "exponential_flight": lambda: _flights(n, state),
+        "uniform": lambda: _uniforms(n, state),
+        "cross_section_lookup": lambda: _lookups(energies, eng.cum),
+    }
+    for fn in pieces.values():
+        fn()  # compile outside the timing
+    out["pieces_ns"] = {name: _cpu_ns(fn, n, args.repeats) for name, fn in pieces.items()}
     per_decay = {
         "emission": out["emission_ns_per_decay"],
         "phantom": 2 * out["phantom_transport_ns_per_photon"],
