@@ -6,8 +6,8 @@ positron range and the acollinearity switched off), phantom transport (Woodcock 
 photon through the tube), crystal tracking (one photon that left the tube, through the box
 crystals: Woodcock flights through the shell of the boxes and the interactions). The whole chunk
 adds the per-crystal readout, the digitizer and the output. Also the pieces a phantom flight is
-made of, each alone (``pieces_ns``): the material at a point, a flight length, a uniform, a
-cross-section lookup. One process, numba kernels compiled first; the median of
+made of, each alone (``pieces_ns``): the material at a point, a flight length, a cross-section
+lookup. One process, numba kernels compiled first; the median of
 ``--repeats`` passes of ``--decays`` decays of the default scan_000.
 
 Usage: python bench/profile_simulate.py [--decays 1e6] [--repeats 3] [--config config/config.yaml]
@@ -60,14 +60,6 @@ def _flights(n, s):
     acc = 0.0
     for _ in range(n):
         acc += fnb._expo(s)
-    return acc
-
-
-@njit(**dict(fnb._JIT, cache=False))
-def _uniforms(n, s):
-    acc = 0.0
-    for _ in range(n):
-        acc += fnb._u01(s)
     return acc
 
 
@@ -149,8 +141,8 @@ def main() -> None:
     out["crystal_tracking_ns_per_photon_leaving_the_tube"] = _cpu_ns(track, int(alive.sum()), args.repeats)
     out["crystal_deposits_per_photon_leaving_the_tube"] = hits / int(alive.sum())
     # The pieces a phantom flight is made of, each timed alone: the material at a point (uniform
-    # in the tube's bounding cylinder), an exponential flight length, a uniform, a cross-section
-    # lookup at a random energy.
+    # in the tube's bounding cylinder), an exponential flight length, a cross-section lookup at a
+    # random energy.
     r_b, h_b = eng.tp[fnb.TP_R_BOUND], eng.tp[fnb.TP_H_BOUND]
     rad, phi = r_b * np.sqrt(rng.uniform(0, 1, n)), rng.uniform(0, 2 * np.pi, n)
     pts = np.stack([rad * np.cos(phi), rad * np.sin(phi), rng.uniform(-h_b, h_b, n)], axis=1)
@@ -158,7 +150,6 @@ def main() -> None:
     pieces = {
         "material_at_a_point": lambda: _classify_points(pts, eng.tp, eng.df),
         "exponential_flight": lambda: _flights(n, state),
-        "uniform": lambda: _uniforms(n, state),
         "cross_section_lookup": lambda: _lookups(energies, eng.cum),
     }
     for fn in pieces.values():
