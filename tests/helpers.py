@@ -2,13 +2,16 @@
 a training command reads. Tests import from here, never from each other."""
 
 import csv
+import math
 
 import numpy as np
 import torch
+from scipy import stats
 
 from positrongan.cli import main
 from positrongan.config import validate
 from positrongan.io import save_npz
+from positrongan.simulate.driver import draw_phantom, run_scan
 from positrongan.train.loop import Outputs
 
 
@@ -139,3 +142,24 @@ def radial_photons(n, radius, rng):
         scatters=np.zeros(n, np.int16),
         alive=np.ones(n, bool),
     )
+
+
+def fast_scan(tmp_path, kernel, seed, decays=300_000, **sim):
+    """A seeded fast-engine scan of the default phantom (scan_000, seed 0 for every kernel): (info, ROOT path)."""
+    cfg = validate({"seed": seed, "simulation": {"engine": "fast", "kernel": kernel, "write_singles": True, **sim}})
+    cfg["phantom"]["acquisition_s"] = decays / cfg["phantom"]["activity_bq"]
+    tube = draw_phantom(validate({"seed": 0}), "scan_000")  # the same phantom for every kernel
+    root = tmp_path / f"{kernel}_{seed}.root"
+    info = run_scan(cfg, "scan_000", tube, root)
+    return info, root
+
+
+def two_sample_chi2(x, y, edges):
+    """Chi-square test that two samples come from one distribution (unequal sizes)."""
+    a, _ = np.histogram(x, edges)
+    b, _ = np.histogram(y, edges)
+    ok = (a + b) > 0
+    a, b = a[ok], b[ok]
+    ka, kb = math.sqrt(b.sum() / a.sum()), math.sqrt(a.sum() / b.sum())
+    chi2 = np.sum((ka * a - kb * b) ** 2 / (a + b))
+    return stats.chi2.sf(chi2, ok.sum() - 1)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from helpers import radial_photons, uniform_tube
+from helpers import fast_scan, radial_photons, two_sample_chi2, uniform_tube
 
 from positrongan import config as configlib
 from positrongan.coincidences import POLICIES, StreamSorter, apply_policy, sorted_pairs, window_pairs
@@ -30,7 +30,6 @@ from positrongan.rootfile import read_tree
 from positrongan.simulate import fast_numba as fnb
 from positrongan.simulate import materials as mat
 from positrongan.simulate.crystals import BoxRing, next_box
-from positrongan.simulate.driver import draw_phantom, run_scan
 from positrongan.simulate.settings import Acquisition, Digitizer
 
 
@@ -314,21 +313,10 @@ def test_stream_sorter_without_singles_gives_the_same_pairs():
 # ---- whole scans: compiled vs numpy reference ------------------------------------------------------
 
 
-def _scan(tmp_path, kernel, seed, decays=300_000, **sim):
-    cfg = configlib.validate(
-        {"seed": seed, "simulation": {"engine": "fast", "kernel": kernel, "write_singles": True, **sim}}
-    )
-    cfg["phantom"]["acquisition_s"] = decays / cfg["phantom"]["activity_bq"]
-    tube = draw_phantom(configlib.validate({"seed": 0}), "scan_000")  # the same phantom for both
-    root = tmp_path / f"{kernel}_{seed}.root"
-    info = run_scan(cfg, "scan_000", tube, root)
-    return info, root
-
-
 @pytest.fixture(scope="module")
 def both_kernels(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kernels")
-    return {k: _scan(tmp, k, seed) for k, seed in (("numba", 1), ("numpy", 2))}
+    return {k: fast_scan(tmp, k, seed) for k, seed in (("numba", 1), ("numpy", 2))}
 
 
 def test_compiled_engine_counts_agree_with_the_numpy_reference(both_kernels):
@@ -347,43 +335,32 @@ def test_compiled_engine_counts_agree_with_the_numpy_reference(both_kernels):
     assert abs(pa - pb) < 5 * sd, (pa, pb)
 
 
-def _two_sample_chi2(x, y, edges):
-    """Chi-square test that two samples come from one distribution (unequal sizes)."""
-    a, _ = np.histogram(x, edges)
-    b, _ = np.histogram(y, edges)
-    ok = (a + b) > 0
-    a, b = a[ok], b[ok]
-    ka, kb = math.sqrt(b.sum() / a.sum()), math.sqrt(a.sum() / b.sum())
-    chi2 = np.sum((ka * a - kb * b) ** 2 / (a + b))
-    return stats.chi2.sf(chi2, ok.sum() - 1)
-
-
 def test_compiled_engine_spectra_agree_with_the_numpy_reference(both_kernels):
     ra, rb = both_kernels["numba"][1], both_kernels["numpy"][1]
     sa = read_tree(ra, "Singles", ["TotalEnergyDeposit", "PhantomScatters", "CrystalID", "PostPosition_Z"])
     sb = read_tree(rb, "Singles", ["TotalEnergyDeposit", "PhantomScatters", "CrystalID", "PostPosition_Z"])
-    assert _two_sample_chi2(sa["TotalEnergyDeposit"], sb["TotalEnergyDeposit"], np.linspace(0.35, 0.65, 61)) > 1e-4
+    assert two_sample_chi2(sa["TotalEnergyDeposit"], sb["TotalEnergyDeposit"], np.linspace(0.35, 0.65, 61)) > 1e-4
     # Energy spectrum of the scattered singles alone, and the scatter-order distribution.
     sel_a, sel_b = sa["PhantomScatters"] > 0, sb["PhantomScatters"] > 0
     assert (
-        _two_sample_chi2(sa["TotalEnergyDeposit"][sel_a], sb["TotalEnergyDeposit"][sel_b], np.linspace(0.35, 0.65, 31))
+        two_sample_chi2(sa["TotalEnergyDeposit"][sel_a], sb["TotalEnergyDeposit"][sel_b], np.linspace(0.35, 0.65, 31))
         > 1e-4
     )
-    assert _two_sample_chi2(sa["PhantomScatters"], sb["PhantomScatters"], np.arange(-0.5, 4.5)) > 1e-4
+    assert two_sample_chi2(sa["PhantomScatters"], sb["PhantomScatters"], np.arange(-0.5, 4.5)) > 1e-4
     # Where the singles land: rings (axial profile) and depth of interaction.
-    assert _two_sample_chi2(sa["PostPosition_Z"], sb["PostPosition_Z"], np.linspace(-128, 128, 33)) > 1e-4
+    assert two_sample_chi2(sa["PostPosition_Z"], sb["PostPosition_Z"], np.linspace(-128, 128, 33)) > 1e-4
     ca = read_tree(ra, "Coincidences", ["CrystalID1", "CrystalID2"])
     cb = read_tree(rb, "Coincidences", ["CrystalID1", "CrystalID2"])
     # Ring differences of the prompts (the axial acceptance the reconstruction sees).
     da = np.abs(ca["CrystalID1"] // 184 - ca["CrystalID2"] // 184)
     db = np.abs(cb["CrystalID1"] // 184 - cb["CrystalID2"] // 184)
-    assert _two_sample_chi2(da, db, np.arange(-0.5, 64.5, 4)) > 1e-4
+    assert two_sample_chi2(da, db, np.arange(-0.5, 64.5, 4)) > 1e-4
 
 
 def test_write_singles_false_keeps_the_coincidences_and_drops_the_singles(tmp_path):
-    info_a, ra = _scan(tmp_path, "numba", 3, decays=60_000, write_singles=True)
+    info_a, ra = fast_scan(tmp_path, "numba", 3, decays=60_000, write_singles=True)
     (tmp_path / "b").mkdir()
-    info_b, rb = _scan(tmp_path / "b", "numba", 3, decays=60_000, write_singles=False)
+    info_b, rb = fast_scan(tmp_path / "b", "numba", 3, decays=60_000, write_singles=False)
     import uproot
 
     with uproot.open(rb) as f:
@@ -403,9 +380,9 @@ def test_write_singles_false_keeps_the_coincidences_and_drops_the_singles(tmp_pa
 
 
 def test_write_volume_ids_false_drops_only_the_string_branches(tmp_path):
-    _, ra = _scan(tmp_path, "numba", 4, decays=40_000, write_singles=True)
+    _, ra = fast_scan(tmp_path, "numba", 4, decays=40_000, write_singles=True)
     (tmp_path / "b").mkdir()
-    _, rb = _scan(tmp_path / "b", "numba", 4, decays=40_000, write_singles=True, write_volume_ids=False)
+    _, rb = fast_scan(tmp_path / "b", "numba", 4, decays=40_000, write_singles=True, write_volume_ids=False)
     for tree in ("Singles", "Coincidences", "Delayed"):
         ta, tb = read_tree(ra, tree), read_tree(rb, tree)
         assert set(ta) - set(tb) == (

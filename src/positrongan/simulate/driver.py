@@ -62,14 +62,18 @@ def resolve_engine(sim_cfg: Mapping) -> str:
 
 def make_engine(kernel: str, tube: TubePhantom, scanner: Scanner, digitizer: Digitizer, acquisition: Acquisition):
     """The fast engine with the ``simulation.kernel`` implementation: ``numba`` (compiled, the
-    default) or ``numpy`` (the vectorised reference)."""
+    default), ``numpy`` (the vectorised reference) or ``cuda`` (the numba engine's decay on a GPU)."""
     if kernel == "numba":
         from .fast_numba import NumbaEngine  # imports numba: only when asked for
 
         return NumbaEngine(tube, scanner, digitizer, acquisition)
+    if kernel == "cuda":
+        from .fast_cuda import CudaEngine  # imports numba-cuda: only when asked for
+
+        return CudaEngine(tube, scanner, digitizer, acquisition)
     if kernel == "numpy":
         return FastEngine(tube, scanner, digitizer, acquisition)
-    raise ValueError(f"unknown simulation.kernel {kernel!r}; choose numba or numpy")
+    raise ValueError(f"unknown simulation.kernel {kernel!r}; choose numba, numpy or cuda")
 
 
 def volume_ids(scanner: Scanner) -> np.ndarray:

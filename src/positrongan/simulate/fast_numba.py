@@ -136,6 +136,27 @@ def _next(s):
     return r
 
 
+# splitmix64 (Steele, Lea & Flood; Vigna's recommended seeder for xoshiro): the golden-ratio
+# increment and the two multipliers of its output mix.
+SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+SPLITMIX_M1 = np.uint64(0xBF58476D1CE4E5B9)
+SPLITMIX_M2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(**_INLINE)
+def _seed_stream(seed, k, s):
+    """Fill ``s`` with the xoshiro256+ state of stream ``k`` of ``seed``: four consecutive outputs
+    of splitmix64 from ``seed + 4 k gamma``, so streams 0, 1, 2... start on disjoint stretches of
+    the splitmix sequence (the GPU engine gives each decay its own stream)."""
+    x = seed + np.uint64(k) * np.uint64(4) * SPLITMIX_GAMMA
+    for i in range(4):
+        x += SPLITMIX_GAMMA
+        z = x
+        z = (z ^ (z >> np.uint64(30))) * SPLITMIX_M1
+        z = (z ^ (z >> np.uint64(27))) * SPLITMIX_M2
+        s[i] = z ^ (z >> np.uint64(31))
+
+
 @njit(**_INLINE)
 def _u01(s):
     """Uniform on [0, 1) with 53 random bits."""
@@ -877,6 +898,184 @@ def _write_single(
     return n_out + 1
 
 
+@njit(**_INLINE)
+def _decay(
+    event,
+    t0,
+    tp,
+    df,
+    cum,
+    majorant,
+    cdfs,
+    ray_e,
+    theta,
+    cpe,
+    cco,
+    pp,
+    gb,
+    gt,
+    dens,
+    s,
+    h_cry,
+    h_dep,
+    h_pos,
+    h_path,
+    h_nsc,
+    h_used,
+    o_event,
+    o_time,
+    o_energy,
+    o_pos,
+    o_crystal,
+    o_scat,
+    o_src,
+    n_out,
+):
+    """One decay at time ``t0`` (EventID ``event``), from emission to its singles: those that pass
+    the digitizer are written to the ``o_*`` arrays from index ``n_out`` on (counted, not stored,
+    past their end). Returns the next free index.
+
+    Readout ``annulus``: one single per detected photon. Readout ``crystal``: the deposits of both
+    photons of the decay are collected in the ``h_*`` arrays and summed per crystal (time of the
+    earliest, position of the largest deposit or the energy-weighted centroid).
+
+    The one owner of a decay's physics for both the CPU loop (:func:`_simulate_chunk`) and the
+    CUDA kernel (:mod:`.fast_cuda`), so it allocates nothing and reads the digitizer from ``pp``."""
+    res = pp[PP_RES] * FWHM_TO_SIGMA
+    eref = pp[PP_EREF]
+    t_sigma = pp[PP_T_SIGMA]
+    lo = pp[PP_E_LO]
+    hi = pp[PP_E_HI]
+    per_crystal = pp[PP_CRYSTAL_READOUT] != 0.0
+    centroid = pp[PP_CENTROID] != 0.0
+    discretize = pp[PP_DISCRETIZE] != 0.0
+    beta_frac = pp[PP_BETA_FRAC]
+    cap = o_time.size
+    if beta_frac < 1.0 and not _u01(s) < beta_frac:
+        return n_out  # electron capture: no positron, no photons
+    sx, sy, sz, ax, ay, az, u1x, u1y, u1z, u2x, u2y, u2z = _emit(tp, df, pp, dens, s)
+    nh = 0
+    for ph in range(2):
+        if ph == 0:
+            ux, uy, uz = u1x, u1y, u1z
+        else:
+            ux, uy, uz = u2x, u2y, u2z
+        alive, x, y, z, ux, uy, uz, e, path, nsc = _transport(
+            ax, ay, az, ux, uy, uz, PHOTON_MEV, tp, df, cum, majorant, cdfs, ray_e, theta, pp, s
+        )
+        if not alive:
+            continue
+        if per_crystal:
+            nh = _track_boxes(
+                x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, h_dep, h_pos, h_path, h_nsc, nh
+            )
+            continue
+        edep, hx, hy, hz, hpath, crystal = _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, gt, s)
+        if crystal < 0:
+            continue
+        n1, n2 = _normal_pair(s)
+        e_blur = edep + n1 * res * math.sqrt(eref * edep)
+        if e_blur < lo or e_blur > hi:
+            continue
+        n_out = _write_single(
+            n_out,
+            cap,
+            event,
+            t0 + hpath / C_MM_PER_NS + n2 * t_sigma,
+            e_blur,
+            hx,
+            hy,
+            hz,
+            crystal,
+            nsc,
+            sx,
+            sy,
+            sz,
+            o_event,
+            o_time,
+            o_energy,
+            o_pos,
+            o_crystal,
+            o_scat,
+            o_src,
+        )
+    if nh == 0:
+        return n_out
+    # Per-crystal readout of this decay's deposits, in order of first hit.
+    for h in range(nh):
+        h_used[h] = False
+    for h in range(nh):
+        if h_used[h]:
+            continue
+        c = h_cry[h]
+        edep = 0.0
+        best = -1.0
+        wx = 0.0
+        wy = 0.0
+        wz = 0.0
+        hx = 0.0
+        hy = 0.0
+        hz = 0.0
+        tpath = np.inf
+        nsc = 0
+        for g in range(h, nh):
+            if h_cry[g] != c:
+                continue
+            h_used[g] = True
+            dep = h_dep[g]
+            edep += dep
+            wx += dep * h_pos[0, g]
+            wy += dep * h_pos[1, g]
+            wz += dep * h_pos[2, g]
+            if dep > best:
+                best = dep
+                hx = h_pos[0, g]
+                hy = h_pos[1, g]
+                hz = h_pos[2, g]
+                nsc = h_nsc[g]
+            if h_path[g] < tpath:
+                tpath = h_path[g]
+        if not edep > 0.0:
+            continue
+        if centroid:
+            hx = wx / edep
+            hy = wy / edep
+            hz = wz / edep
+        if discretize:
+            hx, hy, hz = _crystal_centre(c, pp, gt)
+        else:
+            hx = np.float64(np.float32(hx))
+            hy = np.float64(np.float32(hy))
+            hz = np.float64(np.float32(hz))
+        n1, n2 = _normal_pair(s)
+        e_blur = edep + n1 * res * math.sqrt(eref * edep)
+        if e_blur < lo or e_blur > hi:
+            continue
+        n_out = _write_single(
+            n_out,
+            cap,
+            event,
+            t0 + tpath / C_MM_PER_NS + n2 * t_sigma,
+            e_blur,
+            hx,
+            hy,
+            hz,
+            c,
+            nsc,
+            sx,
+            sy,
+            sz,
+            o_event,
+            o_time,
+            o_energy,
+            o_pos,
+            o_crystal,
+            o_scat,
+            o_src,
+        )
+    return n_out
+
+
 @njit(**_JIT)
 def _simulate_chunk(
     times,
@@ -909,147 +1108,44 @@ def _simulate_chunk(
     o_scat,
     o_src,
 ):
-    """Simulate the decays at ``times``; write the singles that pass the digitizer into the
-    ``o_*`` arrays in decay order. Returns their count, which exceeds the arrays' capacity when
-    they overflowed (the caller then retries with larger arrays and the same random state).
-
-    Readout ``annulus``: one single per detected photon. Readout ``crystal``: the deposits of both
-    photons of a decay are collected in the ``h_*`` arrays and summed per crystal (time of the
-    earliest, position of the largest deposit or the energy-weighted centroid)."""
+    """Simulate the decays at ``times`` (:func:`_decay`, one random stream); write the singles
+    that pass the digitizer into the ``o_*`` arrays in decay order. Returns their count, which
+    exceeds the arrays' capacity when they overflowed (the caller then retries with larger arrays
+    and the same random state)."""
     n_out = 0
-    cap = o_time.size
-    res = pp[PP_RES] * FWHM_TO_SIGMA
-    eref = pp[PP_EREF]
-    t_sigma = pp[PP_T_SIGMA]
-    lo = pp[PP_E_LO]
-    hi = pp[PP_E_HI]
-    per_crystal = pp[PP_CRYSTAL_READOUT] != 0.0
-    centroid = pp[PP_CENTROID] != 0.0
-    discretize = pp[PP_DISCRETIZE] != 0.0
-    beta_frac = pp[PP_BETA_FRAC]
     for k in range(times.size):
-        if beta_frac < 1.0 and not _u01(s) < beta_frac:
-            continue  # electron capture: no positron, no photons
-        sx, sy, sz, ax, ay, az, u1x, u1y, u1z, u2x, u2y, u2z = _emit(tp, df, pp, dens, s)
-        nh = 0
-        for ph in range(2):
-            if ph == 0:
-                ux, uy, uz = u1x, u1y, u1z
-            else:
-                ux, uy, uz = u2x, u2y, u2z
-            alive, x, y, z, ux, uy, uz, e, path, nsc = _transport(
-                ax, ay, az, ux, uy, uz, PHOTON_MEV, tp, df, cum, majorant, cdfs, ray_e, theta, pp, s
-            )
-            if not alive:
-                continue
-            if per_crystal:
-                nh = _track_boxes(
-                    x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, h_dep, h_pos, h_path, h_nsc, nh
-                )
-                continue
-            edep, hx, hy, hz, hpath, crystal = _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, gt, s)
-            if crystal < 0:
-                continue
-            n1, n2 = _normal_pair(s)
-            e_blur = edep + n1 * res * math.sqrt(eref * edep)
-            if e_blur < lo or e_blur > hi:
-                continue
-            n_out = _write_single(
-                n_out,
-                cap,
-                first_event + k,
-                times[k] + hpath / C_MM_PER_NS + n2 * t_sigma,
-                e_blur,
-                hx,
-                hy,
-                hz,
-                crystal,
-                nsc,
-                sx,
-                sy,
-                sz,
-                o_event,
-                o_time,
-                o_energy,
-                o_pos,
-                o_crystal,
-                o_scat,
-                o_src,
-            )
-        if nh == 0:
-            continue
-        # Per-crystal readout of this decay's deposits, in order of first hit.
-        for h in range(nh):
-            h_used[h] = False
-        for h in range(nh):
-            if h_used[h]:
-                continue
-            c = h_cry[h]
-            edep = 0.0
-            best = -1.0
-            wx = 0.0
-            wy = 0.0
-            wz = 0.0
-            hx = 0.0
-            hy = 0.0
-            hz = 0.0
-            tpath = np.inf
-            nsc = 0
-            for g in range(h, nh):
-                if h_cry[g] != c:
-                    continue
-                h_used[g] = True
-                dep = h_dep[g]
-                edep += dep
-                wx += dep * h_pos[0, g]
-                wy += dep * h_pos[1, g]
-                wz += dep * h_pos[2, g]
-                if dep > best:
-                    best = dep
-                    hx = h_pos[0, g]
-                    hy = h_pos[1, g]
-                    hz = h_pos[2, g]
-                    nsc = h_nsc[g]
-                if h_path[g] < tpath:
-                    tpath = h_path[g]
-            if not edep > 0.0:
-                continue
-            if centroid:
-                hx = wx / edep
-                hy = wy / edep
-                hz = wz / edep
-            if discretize:
-                hx, hy, hz = _crystal_centre(c, pp, gt)
-            else:
-                hx = np.float64(np.float32(hx))
-                hy = np.float64(np.float32(hy))
-                hz = np.float64(np.float32(hz))
-            n1, n2 = _normal_pair(s)
-            e_blur = edep + n1 * res * math.sqrt(eref * edep)
-            if e_blur < lo or e_blur > hi:
-                continue
-            n_out = _write_single(
-                n_out,
-                cap,
-                first_event + k,
-                times[k] + tpath / C_MM_PER_NS + n2 * t_sigma,
-                e_blur,
-                hx,
-                hy,
-                hz,
-                c,
-                nsc,
-                sx,
-                sy,
-                sz,
-                o_event,
-                o_time,
-                o_energy,
-                o_pos,
-                o_crystal,
-                o_scat,
-                o_src,
-            )
+        n_out = _decay(
+            first_event + k,
+            times[k],
+            tp,
+            df,
+            cum,
+            majorant,
+            cdfs,
+            ray_e,
+            theta,
+            cpe,
+            cco,
+            pp,
+            gb,
+            gt,
+            dens,
+            s,
+            h_cry,
+            h_dep,
+            h_pos,
+            h_path,
+            h_nsc,
+            h_used,
+            o_event,
+            o_time,
+            o_energy,
+            o_pos,
+            o_crystal,
+            o_scat,
+            o_src,
+            n_out,
+        )
     return n_out
 
 

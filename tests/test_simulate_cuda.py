@@ -1,0 +1,148 @@
+"""The GPU engine (``simulation.kernel: cuda``): its random streams, its kernels and its scans.
+
+Everywhere: splitmix64 seeds each decay's xoshiro256+ stream with the reference generator's
+published outputs, and the kernels compile to PTX (so a change to the shared decay that the
+GPU cannot compile fails here, on a machine without one). On a GPU (marker ``gpu``): a seeded
+scan gives the same file twice; a chunk whose decays overflow their slots gives the singles of
+a run with room to spare; and scans agree with the CPU engine (``numba``) in counts, scatter
+fraction, spectra and axial profiles, within statistics (5 standard deviations; chi-square
+p > 1e-4), as ``tests/test_simulate_numba.py`` checks the CPU engine against the numpy one.
+"""
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+from helpers import fast_scan, two_sample_chi2
+
+from positrongan import config as configlib
+from positrongan.geometry.scanner import Scanner
+from positrongan.rootfile import read_tree
+from positrongan.simulate import fast_numba as fnb
+from positrongan.simulate.driver import draw_phantom
+from positrongan.simulate.settings import Acquisition, Digitizer
+
+# splitmix64 from state 1234567: the first five outputs of Vigna's reference C implementation.
+SPLITMIX_1234567 = [
+    6457827717110365317,
+    3203168211198807973,
+    9817491932198370423,
+    4593380528125082431,
+    16408922859458223821,
+]
+
+
+def _splitmix64(x, n):
+    """n outputs of splitmix64 from state x, in Python integers (mod 2^64)."""
+    out = []
+    for _ in range(n):
+        x = (x + 0x9E3779B97F4A7C15) % 2**64
+        z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def test_decay_streams_are_consecutive_splitmix64_outputs():
+    assert _splitmix64(1234567, 5) == SPLITMIX_1234567
+    s = np.zeros(4, np.uint64)
+    fnb._seed_stream(np.uint64(1234567), 0, s)
+    assert s.tolist() == SPLITMIX_1234567[:4]
+    for seed, k in ((1234567, 1), (2**64 - 3, 7), (0, 1_000_003)):
+        fnb._seed_stream(np.uint64(seed), k, s)  # stream k starts where stream k - 1's four end
+        assert s.tolist() == _splitmix64(seed, 4 * k + 4)[4 * k :]
+
+
+def _parts(cfg):
+    return (
+        draw_phantom(cfg, "scan_000"),
+        Scanner.from_config(cfg["scanner"]),
+        Digitizer.from_config(cfg["digitizer"]),
+        Acquisition.from_config(cfg),
+    )
+
+
+def test_kernels_compile_to_ptx_for_hopper():
+    cuda = pytest.importorskip("numba.cuda")
+    from numba import types
+
+    from positrongan.simulate import fast_cuda
+
+    eng = fnb.NumbaEngine(*_parts(configlib.validate({})))
+    tables = (eng.tp, eng.df, eng.cum, eng.majorant, eng.cdfs, eng.ray_e, eng.theta, eng.cpe, eng.cco, eng.pp)
+    tables = [numba.typeof(np.ascontiguousarray(a)) for a in (*tables, eng.gb, eng.gt, eng.dens)]
+    cols = [numba.typeof(np.empty((rows, 4) if rows > 1 else 4, dt)) for _, dt, rows in fast_cuda.COLUMNS]
+    sig = (types.float64[::1], types.int64, types.uint64, types.int64, *tables, types.int64[::1], *cols)
+    ptx, _ = cuda.compile_ptx(fast_cuda._decays_kernel, sig, cc=(9, 0))
+    assert ".entry" in ptx and "sm_90" in ptx
+    sig = (types.int64[::1], types.int64[::1], types.int64, *cols, *cols)
+    assert ".entry" in cuda.compile_ptx(fast_cuda._pack_kernel, sig, cc=(9, 0))[0]
+
+
+# ---- on a GPU -------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_scan_is_reproducible(tmp_path):
+    runs = []
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        runs.append(fast_scan(tmp_path / d, "cuda", 4, decays=200_000))
+    (a, ra), (b, rb) = runs
+    assert a["singles"] == b["singles"] > 0
+    for tree in ("Singles", "Coincidences"):
+        ta, tb = read_tree(ra, tree), read_tree(rb, tree)
+        assert all(np.array_equal(ta[k], tb[k]) for k in ta)
+
+
+@pytest.mark.gpu
+def test_overflowing_slots_rerun_to_the_same_singles(monkeypatch):
+    from positrongan.simulate import fast_cuda
+
+    # A window from 50 keV: a photon's Compton deposit and its escape can both pass, so decays
+    # leave more than the default two singles.
+    args = _parts(configlib.validate({"digitizer": {"energy_window_kev": [50, 750]}}))
+    times = np.sort(np.random.default_rng(0).uniform(0, 1e8, 200_000))
+    tight = fast_cuda.CudaEngine(*args).simulate_chunk(times, 0, np.random.default_rng(1))
+    counts = np.bincount(tight["EventID"])
+    assert counts.max() > fast_cuda.SLOTS  # the overflow path ran
+    monkeypatch.setattr(fast_cuda, "SLOTS", 16)
+    roomy = fast_cuda.CudaEngine(*args).simulate_chunk(times, 0, np.random.default_rng(1))
+    assert all(np.array_equal(tight[k], roomy[k]) for k in tight)
+    assert np.all(np.diff(tight["EventID"]) >= 0)  # decay order, as the CPU engine's
+
+
+@pytest.fixture(scope="module")
+def cpu_and_gpu(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cuda")
+    return {k: fast_scan(tmp, k, seed, decays=1_000_000) for k, seed in (("numba", 1), ("cuda", 2))}
+
+
+@pytest.mark.gpu
+def test_cuda_counts_agree_with_the_cpu_engine(cpu_and_gpu):
+    a, _ = cpu_and_gpu["numba"]
+    b, _ = cpu_and_gpu["cuda"]
+    for key in ("singles", "prompts", "trues", "scatters", "randoms", "delayed"):
+        ra, rb = a[key] / a["decays"], b[key] / b["decays"]
+        sigma = math.sqrt(a[key] / a["decays"] ** 2 + b[key] / b["decays"] ** 2)
+        assert abs(ra - rb) < 5 * sigma, (key, a[key], b[key], a["decays"], b["decays"])
+    pa = a["scatters"] / (a["trues"] + a["scatters"])
+    pb = b["scatters"] / (b["trues"] + b["scatters"])
+    sd = math.sqrt(pa * (1 - pa) / (a["trues"] + a["scatters"]) + pb * (1 - pb) / (b["trues"] + b["scatters"]))
+    assert abs(pa - pb) < 5 * sd, (pa, pb)
+
+
+@pytest.mark.gpu
+def test_cuda_spectra_agree_with_the_cpu_engine(cpu_and_gpu):
+    cols = ["TotalEnergyDeposit", "PhantomScatters", "PostPosition_Z", "SourcePosition_Z"]
+    sa = read_tree(cpu_and_gpu["numba"][1], "Singles", cols)
+    sb = read_tree(cpu_and_gpu["cuda"][1], "Singles", cols)
+    assert two_sample_chi2(sa["TotalEnergyDeposit"], sb["TotalEnergyDeposit"], np.linspace(0.35, 0.65, 61)) > 1e-4
+    sel_a, sel_b = sa["PhantomScatters"] > 0, sb["PhantomScatters"] > 0
+    e_a, e_b = sa["TotalEnergyDeposit"][sel_a], sb["TotalEnergyDeposit"][sel_b]
+    assert two_sample_chi2(e_a, e_b, np.linspace(0.35, 0.65, 31)) > 1e-4
+    assert two_sample_chi2(sa["PhantomScatters"], sb["PhantomScatters"], np.arange(-0.5, 4.5)) > 1e-4
+    assert two_sample_chi2(sa["PostPosition_Z"], sb["PostPosition_Z"], np.linspace(-128, 128, 33)) > 1e-4
+    assert two_sample_chi2(sa["SourcePosition_Z"], sb["SourcePosition_Z"], np.linspace(-128, 128, 33)) > 1e-4
