@@ -1,10 +1,12 @@
 """The GPU engine (``simulation.kernel: cuda``) against the CPU engine on the same machine (prints JSON).
 
-1. Chunks: decays per second of ``simulate_chunk`` (the kernels, the transfers and the packing of
+1. The decay kernel alone (no transfers, no packing): decays per second of a chunk of 2^22 for
+   64, 128 and 256 threads per block, and the kernel's registers and local memory per thread.
+2. Chunks: decays per second of ``simulate_chunk`` (the kernels, the transfers and the packing of
    the singles; wall time, after a warm-up that compiles or loads the kernels) for chunks of
    2^20, 2^22 and 2^24 decays, against the CPU engine's decays per CPU-second on one core
    (process time, a chunk of 2^20).
-2. Whole scan: the default scan (the config's activity x acquisition time) through
+3. Whole scan: the default scan (the config's activity x acquisition time) through
    :func:`.driver.run_scan` with the GPU engine and ``--chunk`` decays per chunk: wall seconds,
    decays per wall-second, and the CPU seconds of each stage (the 176Lu background, time sorting,
    coincidences and writing stay on the CPU), against the CPU engine's whole scan of
@@ -43,6 +45,36 @@ def _engines(cfg):
         Acquisition.from_config(cfg),
     )
     return {k: make_engine(k, *parts) for k in ("numba", "cuda")}
+
+
+def kernel_only(cfg) -> dict:
+    from numba import cuda
+
+    from positrongan.simulate import fast_cuda as fc
+
+    eng = _engines(cfg)["cuda"]
+    eng.compile()
+    n = 2**22
+    times = np.sort(np.random.default_rng(0).uniform(0.0, n / 4e6 * 1e9, n))
+    d_times, d_count = cuda.to_device(times), cuda.device_array(n, np.int64)
+    cols = [cuda.device_array((rows, n * fc.SLOTS) if rows > 1 else n * fc.SLOTS, dt) for _, dt, rows in fc.COLUMNS]
+    out = {}
+    for threads in (64, 128, 256):
+        launch = eng._decays[(n + threads - 1) // threads, threads]
+        args = (d_times, 0, np.uint64(12345), fc.SLOTS, *eng._tables, d_count, *cols)
+        launch(*args)  # warm
+        cuda.synchronize()
+        walls = []
+        for _ in range(3):
+            t = time.perf_counter()
+            launch(*args)
+            cuda.synchronize()
+            walls.append(time.perf_counter() - t)
+        out[f"threads_{threads}_decays_per_second"] = n / min(walls)
+    kernel = next(iter(eng._decays.overloads.values()))
+    for attr in ("regs_per_thread", "local_mem_per_thread", "max_threads_per_block"):
+        out[attr] = getattr(kernel, attr, None)
+    return out
 
 
 def chunks(cfg) -> dict:
@@ -122,7 +154,8 @@ def main() -> None:
     from numba import cuda
 
     name = cuda.get_current_device().name
-    result = {"gpu": name.decode() if isinstance(name, bytes) else str(name), "chunks": chunks(cfg)}
+    result = {"gpu": name.decode() if isinstance(name, bytes) else str(name), "kernel_only": kernel_only(cfg)}
+    result["chunks"] = chunks(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         result["scan_cuda"] = whole_scan(cfg, "cuda", full, args.chunk, Path(tmp))
         result["scan_numba"] = whole_scan(cfg, "numba", args.cpu_decays, cfg["simulation"]["chunk_decays"], Path(tmp))

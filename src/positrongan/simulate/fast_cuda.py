@@ -28,7 +28,10 @@ from numba import cuda, types
 from . import fast_numba as fnb
 from .fast_numba import MAX_HITS, NumbaEngine
 
-THREADS = 128  # per block: the decay is register-heavy, and 128 keeps occupancy over a quarter
+# Threads per block. The decay kernel takes 190 registers per thread (numba-cuda, sm_90), so a block
+# holds at most 256; on an H200 the kernel alone ran 1.08e8, 1.16e8 and 1.33e8 decays/s with 64,
+# 128 and 256 (docs/benchmarks.md).
+THREADS = 256
 SLOTS = 2  # singles stored per decay: a photon leaves at most one in a window above 255.5 keV
 # The singles' columns: name, dtype, rows (1: a vector; 3: x, y, z rows).
 COLUMNS = (
