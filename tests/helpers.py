@@ -163,3 +163,16 @@ def two_sample_chi2(x, y, edges):
     ka, kb = math.sqrt(b.sum() / a.sum()), math.sqrt(a.sum() / b.sum())
     chi2 = np.sum((ka * a - kb * b) ** 2 / (a + b))
     return stats.chi2.sf(chi2, ok.sum() - 1)
+
+
+def assert_same_rates(a, b):
+    """Two independent scans' infos (:func:`fast_scan`) agree per decay in every count (~Poisson)
+    and in scatter fraction (a binomial proportion among trues + scatters), within 5 SD."""
+    for key in ("singles", "prompts", "trues", "scatters", "randoms", "delayed"):
+        ra, rb = a[key] / a["decays"], b[key] / b["decays"]
+        sigma = math.sqrt(a[key] / a["decays"] ** 2 + b[key] / b["decays"] ** 2)
+        assert abs(ra - rb) < 5 * sigma, (key, a[key], b[key], a["decays"], b["decays"])
+    pa = a["scatters"] / (a["trues"] + a["scatters"])
+    pb = b["scatters"] / (b["trues"] + b["scatters"])
+    sd = math.sqrt(pa * (1 - pa) / (a["trues"] + a["scatters"]) + pb * (1 - pb) / (b["trues"] + b["scatters"]))
+    assert abs(pa - pb) < 5 * sd, (pa, pb)

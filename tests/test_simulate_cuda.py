@@ -9,15 +9,14 @@ fraction, spectra and axial profiles, within statistics (5 standard deviations; 
 p > 1e-4), as ``tests/test_simulate_numba.py`` checks the CPU engine against the numpy one.
 """
 
-import math
-
 import numba
 import numpy as np
 import pytest
 
-from helpers import fast_scan, two_sample_chi2
+from helpers import assert_same_rates, fast_scan, two_sample_chi2
 
 from positrongan import config as configlib
+from positrongan.errors import ConfigError
 from positrongan.geometry.scanner import Scanner
 from positrongan.rootfile import read_tree
 from positrongan.simulate import fast_numba as fnb
@@ -81,6 +80,15 @@ def test_kernels_compile_to_ptx_for_hopper():
     assert ".entry" in cuda.compile_ptx(fast_cuda._pack_kernel, sig, cc=(9, 0))[0]
 
 
+def test_cuda_kernel_without_a_gpu_names_the_key():
+    from positrongan.simulate import fast_cuda
+
+    if fast_cuda.available()[0]:
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="simulation.kernel"):
+        fast_cuda.CudaEngine(*_parts(configlib.validate({})))
+
+
 # ---- on a GPU -------------------------------------------------------------------------------------
 
 
@@ -122,16 +130,7 @@ def cpu_and_gpu(tmp_path_factory):
 
 @pytest.mark.gpu
 def test_cuda_counts_agree_with_the_cpu_engine(cpu_and_gpu):
-    a, _ = cpu_and_gpu["numba"]
-    b, _ = cpu_and_gpu["cuda"]
-    for key in ("singles", "prompts", "trues", "scatters", "randoms", "delayed"):
-        ra, rb = a[key] / a["decays"], b[key] / b["decays"]
-        sigma = math.sqrt(a[key] / a["decays"] ** 2 + b[key] / b["decays"] ** 2)
-        assert abs(ra - rb) < 5 * sigma, (key, a[key], b[key], a["decays"], b["decays"])
-    pa = a["scatters"] / (a["trues"] + a["scatters"])
-    pb = b["scatters"] / (b["trues"] + b["scatters"])
-    sd = math.sqrt(pa * (1 - pa) / (a["trues"] + a["scatters"]) + pb * (1 - pb) / (b["trues"] + b["scatters"]))
-    assert abs(pa - pb) < 5 * sd, (pa, pb)
+    assert_same_rates(cpu_and_gpu["numba"][0], cpu_and_gpu["cuda"][0])
 
 
 @pytest.mark.gpu

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from helpers import fast_scan, radial_photons, two_sample_chi2, uniform_tube
+from helpers import assert_same_rates, fast_scan, radial_photons, two_sample_chi2, uniform_tube
 
 from positrongan import config as configlib
 from positrongan.coincidences import POLICIES, StreamSorter, apply_policy, sorted_pairs, window_pairs
@@ -322,17 +322,8 @@ def both_kernels(tmp_path_factory):
 def test_compiled_engine_counts_agree_with_the_numpy_reference(both_kernels):
     a, _ = both_kernels["numba"]
     b, _ = both_kernels["numpy"]
-    for key in ("singles", "prompts", "trues", "scatters", "randoms", "delayed"):
-        # Rates per decay; counts from independent runs are ~Poisson: 5 sigma of the difference.
-        ra, rb = a[key] / a["decays"], b[key] / b["decays"]
-        sigma = math.sqrt(a[key] / a["decays"] ** 2 + b[key] / b["decays"] ** 2)
-        assert abs(ra - rb) < 5 * sigma, (key, a[key], b[key], a["decays"], b["decays"])
+    assert_same_rates(a, b)
     assert a["prompts"] > 20_000 and a["randoms"] > 300
-    # Scatter fraction: a binomial proportion among the true + scattered coincidences.
-    pa = a["scatters"] / (a["trues"] + a["scatters"])
-    pb = b["scatters"] / (b["trues"] + b["scatters"])
-    sd = math.sqrt(pa * (1 - pa) / (a["trues"] + a["scatters"]) + pb * (1 - pb) / (b["trues"] + b["scatters"]))
-    assert abs(pa - pb) < 5 * sd, (pa, pb)
 
 
 def test_compiled_engine_spectra_agree_with_the_numpy_reference(both_kernels):

@@ -25,6 +25,7 @@ import functools
 import numpy as np
 from numba import cuda, types
 
+from ..errors import ConfigError
 from . import fast_numba as fnb
 from .fast_numba import MAX_HITS, NumbaEngine
 
@@ -159,7 +160,10 @@ class CudaEngine(NumbaEngine):
     def __init__(self, *args, **kwargs):
         ok, why = available()
         if not ok:
-            raise RuntimeError(f"simulation.kernel: cuda needs an NVIDIA GPU: {why}; use kernel numba on a CPU")
+            raise ConfigError(
+                f"config key 'simulation.kernel' = 'cuda' needs an NVIDIA GPU and numba-cuda with NVVM "
+                f"(pip install -e '.[cuda]'): {why}; use 'numba' on a CPU"
+            )
         super().__init__(*args, **kwargs)
         self._decays, self._pack = kernels()
         self._tables = tuple(
