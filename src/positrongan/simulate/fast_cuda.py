@@ -190,6 +190,8 @@ class CudaEngine(NumbaEngine):
         ``rng`` draws the chunk's seed)."""
         times = np.ascontiguousarray(times, dtype=np.float64)
         n = times.size
+        if n == 0:  # no launch of an empty grid: the CPU's empty columns
+            return super().simulate_chunk(times, first_event, rng)
         seed = np.uint64(rng.integers(0, np.iinfo(np.uint64).max, dtype=np.uint64, endpoint=True))
         d_times = cuda.to_device(times)
         d_count = cuda.device_array(n, np.int64)
@@ -205,7 +207,7 @@ class CudaEngine(NumbaEngine):
             slots = most  # same seed, same singles: only more room
         offset = np.zeros(n, np.int64)
         np.cumsum(count[:-1], out=offset[1:])
-        total = int(offset[-1] + count[-1]) if n else 0
+        total = int(offset[-1] + count[-1])
         cols = [cuda.device_array((rows, total) if rows > 1 else total, dt) for _, dt, rows in COLUMNS]
         if total:
             self._pack[blocks, THREADS](d_count, cuda.to_device(offset), slots, *slot_cols, *cols)
