@@ -83,12 +83,12 @@ def _decays_kernel(
     h_pos = cuda.local.array((3, MAX_HITS), types.float64)
     h_path = cuda.local.array(MAX_HITS, types.float64)
     h_nsc = cuda.local.array(MAX_HITS, types.int64)
-    h_used = cuda.local.array(MAX_HITS, types.boolean)
     b = k * slots
     e = b + slots
     o_count[k] = fnb._decay(
-        first_event + k,
-        times[k],
+        first_event,
+        k,
+        times,
         tp,
         df,
         cum,
@@ -108,7 +108,6 @@ def _decays_kernel(
         h_pos,
         h_path,
         h_nsc,
-        h_used,
         o_event[b:e],
         o_time[b:e],
         o_energy[b:e],

@@ -900,8 +900,9 @@ def _write_single(
 
 @njit(**_INLINE)
 def _decay(
-    event,
-    t0,
+    first_event,
+    k,
+    times,
     tp,
     df,
     cum,
@@ -921,7 +922,6 @@ def _decay(
     h_pos,
     h_path,
     h_nsc,
-    h_used,
     o_event,
     o_time,
     o_energy,
@@ -931,7 +931,8 @@ def _decay(
     o_src,
     n_out,
 ):
-    """One decay at time ``t0`` (EventID ``event``), from emission to its singles: those that pass
+    """Decay ``k`` of a chunk (time ``times[k]``, EventID ``first_event + k``), from emission to its
+    singles: those that pass
     the digitizer are written to the ``o_*`` arrays from index ``n_out`` on (counted, not stored,
     past their end). Returns the next free index.
 
@@ -980,8 +981,8 @@ def _decay(
         n_out = _write_single(
             n_out,
             cap,
-            event,
-            t0 + hpath / C_MM_PER_NS + n2 * t_sigma,
+            first_event + k,
+            times[k] + hpath / C_MM_PER_NS + n2 * t_sigma,
             e_blur,
             hx,
             hy,
@@ -1001,13 +1002,12 @@ def _decay(
         )
     if nh == 0:
         return n_out
-    # Per-crystal readout of this decay's deposits, in order of first hit.
+    # Per-crystal readout of this decay's deposits, in order of first hit (a summed hit's crystal
+    # becomes -1, which matches no crystal).
     for h in range(nh):
-        h_used[h] = False
-    for h in range(nh):
-        if h_used[h]:
-            continue
         c = h_cry[h]
+        if c < 0:
+            continue
         edep = 0.0
         best = -1.0
         wx = 0.0
@@ -1021,7 +1021,7 @@ def _decay(
         for g in range(h, nh):
             if h_cry[g] != c:
                 continue
-            h_used[g] = True
+            h_cry[g] = -1
             dep = h_dep[g]
             edep += dep
             wx += dep * h_pos[0, g]
@@ -1054,8 +1054,8 @@ def _decay(
         n_out = _write_single(
             n_out,
             cap,
-            event,
-            t0 + tpath / C_MM_PER_NS + n2 * t_sigma,
+            first_event + k,
+            times[k] + tpath / C_MM_PER_NS + n2 * t_sigma,
             e_blur,
             hx,
             hy,
@@ -1099,7 +1099,6 @@ def _simulate_chunk(
     h_pos,
     h_path,
     h_nsc,
-    h_used,
     o_event,
     o_time,
     o_energy,
@@ -1115,8 +1114,9 @@ def _simulate_chunk(
     n_out = 0
     for k in range(times.size):
         n_out = _decay(
-            first_event + k,
-            times[k],
+            first_event,
+            k,
+            times,
             tp,
             df,
             cum,
@@ -1136,7 +1136,6 @@ def _simulate_chunk(
             h_pos,
             h_path,
             h_nsc,
-            h_used,
             o_event,
             o_time,
             o_energy,
@@ -1324,7 +1323,6 @@ class NumbaEngine:
         self.h_pos = np.zeros((3, MAX_HITS))
         self.h_path = np.zeros(MAX_HITS)
         self.h_nsc = np.zeros(MAX_HITS, np.int64)
-        self.h_used = np.zeros(MAX_HITS, np.bool_)
         # The 176Lu background: the numpy implementation shared with the reference engine (its
         # own random stream, so both engines give the same background singles for a seed).
         self.background = make_background(scanner, digitizer, acquisition, np.float32, None)
@@ -1394,7 +1392,6 @@ class NumbaEngine:
                 self.h_pos,
                 self.h_path,
                 self.h_nsc,
-                self.h_used,
                 event,
                 t,
                 energy,
