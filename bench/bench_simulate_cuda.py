@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _engines(cfg):
+def _engines(cfg, kernels=("numba", "cuda")):
     from positrongan.geometry.scanner import Scanner
     from positrongan.simulate.driver import draw_phantom, make_engine
     from positrongan.simulate.settings import Acquisition, Digitizer
@@ -44,7 +44,7 @@ def _engines(cfg):
         Digitizer.from_config(cfg["digitizer"]),
         Acquisition.from_config(cfg),
     )
-    return {k: make_engine(k, *parts) for k in ("numba", "cuda")}
+    return {k: make_engine(k, *parts) for k in kernels}
 
 
 def kernel_only(cfg) -> dict:
@@ -52,7 +52,7 @@ def kernel_only(cfg) -> dict:
 
     from positrongan.simulate import fast_cuda as fc
 
-    eng = _engines(cfg)["cuda"]
+    eng = _engines(cfg, ("cuda",))["cuda"]
     eng.compile()
     n = 2**22
     times = np.sort(np.random.default_rng(0).uniform(0.0, n / 4e6 * 1e9, n))

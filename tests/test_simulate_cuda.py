@@ -64,14 +64,11 @@ def _parts(cfg):
 
 
 def test_kernels_compile_to_ptx_for_hopper():
-    cuda = pytest.importorskip("numba.cuda")
-    from numba import types
+    from numba import cuda, types  # numba-cuda with NVVM: the dev extra
 
     from positrongan.simulate import fast_cuda
 
-    eng = fnb.NumbaEngine(*_parts(configlib.validate({})))
-    tables = (eng.tp, eng.df, eng.cum, eng.majorant, eng.cdfs, eng.ray_e, eng.theta, eng.cpe, eng.cco, eng.pp)
-    tables = [numba.typeof(np.ascontiguousarray(a)) for a in (*tables, eng.gb, eng.gt, eng.dens)]
+    tables = [numba.typeof(a) for a in fast_cuda.tables(fnb.NumbaEngine(*_parts(configlib.validate({}))))]
     cols = [numba.typeof(np.empty((rows, 4) if rows > 1 else 4, dt)) for _, dt, rows in fast_cuda.COLUMNS]
     sig = (types.float64[::1], types.int64, types.uint64, types.int64, *tables, types.int64[::1], *cols)
     ptx, _ = cuda.compile_ptx(fast_cuda._decays_kernel, sig, cc=(9, 0))

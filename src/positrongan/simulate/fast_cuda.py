@@ -144,6 +144,28 @@ def kernels():
     return cuda.jit(cache=True)(_decays_kernel), cuda.jit(cache=True)(_pack_kernel)
 
 
+def tables(engine: NumbaEngine) -> tuple[np.ndarray, ...]:
+    """The engine's scene and physics tables, contiguous, in the order the decay kernel takes them."""
+    return tuple(
+        np.ascontiguousarray(a)
+        for a in (
+            engine.tp,
+            engine.df,
+            engine.cum,
+            engine.majorant,
+            engine.cdfs,
+            engine.ray_e,
+            engine.theta,
+            engine.cpe,
+            engine.cco,
+            engine.pp,
+            engine.gb,
+            engine.gt,
+            engine.dens,
+        )
+    )
+
+
 def available() -> tuple[bool, str]:
     """Whether the CUDA engine can run here, and why not."""
     try:
@@ -165,24 +187,7 @@ class CudaEngine(NumbaEngine):
             )
         super().__init__(*args, **kwargs)
         self._decays, self._pack = kernels()
-        self._tables = tuple(
-            cuda.to_device(np.ascontiguousarray(a))
-            for a in (
-                self.tp,
-                self.df,
-                self.cum,
-                self.majorant,
-                self.cdfs,
-                self.ray_e,
-                self.theta,
-                self.cpe,
-                self.cco,
-                self.pp,
-                self.gb,
-                self.gt,
-                self.dens,
-            )
-        )
+        self._tables = tuple(cuda.to_device(a) for a in tables(self))
 
     def simulate_chunk(self, times: np.ndarray, first_event: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Simulate the decays at ``times`` on the GPU (see :meth:`NumbaEngine.simulate_chunk`;

@@ -932,9 +932,10 @@ def _decay(
     n_out,
 ):
     """Decay ``k`` of a chunk (time ``times[k]``, EventID ``first_event + k``), from emission to its
-    singles: those that pass
-    the digitizer are written to the ``o_*`` arrays from index ``n_out`` on (counted, not stored,
-    past their end). Returns the next free index.
+    singles: those that pass the digitizer are written to the ``o_*`` arrays from index ``n_out``
+    on (counted, not stored, past their end). Returns the next free index. ``times[k]`` is read
+    where the time is summed: loaded earlier, the fastmath reassociation regroups that sum and
+    moves the singles' times by an ulp (the engine's output is kept bit-identical).
 
     Readout ``annulus``: one single per detected photon. Readout ``crystal``: the deposits of both
     photons of the decay are collected in the ``h_*`` arrays and summed per crystal (time of the
