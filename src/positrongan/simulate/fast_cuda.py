@@ -1,8 +1,8 @@
 """The fast engine on an NVIDIA GPU: the compiled engine's decay, one CUDA thread per decay.
 
-``simulation.kernel: cuda``. The physics is :func:`.fast_numba._decay`, the same function the CPU
-loop runs, compiled for the GPU by numba-cuda: emission, tube transport, crystal tracking,
-readout and digitizer. Only the random streams differ: on the CPU a chunk is one xoshiro256+
+``simulation.kernel: cuda``. The physics is :func:`.fast_numba._decays`, the same function the CPU
+engine runs for a chunk, compiled for the GPU by numba-cuda and run for one decay per thread:
+emission, tube transport, crystal tracking, readout and digitizer. Only the random streams differ: on the CPU a chunk is one xoshiro256+
 stream; here decay ``k`` of a chunk draws from its own stream (:func:`.fast_numba._seed_stream`
 of the chunk's seed and ``k``), so the result does not depend on how threads are scheduled: the
 same seed gives the same file, and the singles agree with the CPU engine within statistics
@@ -29,9 +29,9 @@ from ..errors import ConfigError
 from . import fast_numba as fnb
 from .fast_numba import MAX_HITS, NumbaEngine
 
-# Threads per block. The decay kernel takes 190 registers per thread (numba-cuda, sm_90), so a block
-# holds at most 256; on an H200 the kernel alone ran 1.08e8, 1.16e8 and 1.33e8 decays/s with 64,
-# 128 and 256 (docs/benchmarks.md).
+# Threads per block. The decay kernel takes 172 registers per thread (ptxas, sm_90; 190 when it was
+# timed), so a block holds at most 256; on an H200 the kernel alone ran 1.08e8, 1.16e8 and 1.33e8
+# decays/s with 64, 128 and 256 (docs/benchmarks.md).
 THREADS = 256
 SLOTS = 2  # singles stored per decay: a photon leaves at most one in a window above 255.5 keV
 # The singles' columns: name, dtype, rows (1: a vector; 3: x, y, z rows).
@@ -85,10 +85,9 @@ def _decays_kernel(
     h_nsc = cuda.local.array(MAX_HITS, types.int64)
     b = k * slots
     e = b + slots
-    o_count[k] = fnb._decay(
-        first_event,
-        k,
-        times,
+    o_count[k] = fnb._decays(
+        times[k : k + 1],
+        first_event + k,
         tp,
         df,
         cum,

@@ -899,10 +899,9 @@ def _write_single(
 
 
 @njit(**_INLINE)
-def _decay(
-    first_event,
-    k,
+def _decays(
     times,
+    first_event,
     tp,
     df,
     cum,
@@ -931,18 +930,22 @@ def _decay(
     o_src,
     n_out,
 ):
-    """Decay ``k`` of a chunk (time ``times[k]``, EventID ``first_event + k``), from emission to its
-    singles: those that pass the digitizer are written to the ``o_*`` arrays from index ``n_out``
-    on (counted, not stored, past their end). Returns the next free index. ``times[k]`` is read
-    where the time is summed: loaded earlier, the fastmath reassociation regroups that sum and
-    moves the singles' times by an ulp (the engine's output is kept bit-identical).
+    """Decays ``k`` of ``times`` (time ``times[k]``, EventID ``first_event + k``), one after the
+    other from one random stream ``s``, from emission to their singles: those that pass the
+    digitizer are written to the ``o_*`` arrays in decay order from index ``n_out`` on (counted,
+    not stored, past their end). Returns the next free index. ``times[k]`` is read where the time
+    is summed: loaded earlier, the fastmath reassociation regroups that sum and moves the singles'
+    times by an ulp (the engine's output is kept bit-identical).
 
     Readout ``annulus``: one single per detected photon. Readout ``crystal``: the deposits of both
-    photons of the decay are collected in the ``h_*`` arrays and summed per crystal (time of the
+    photons of a decay are collected in the ``h_*`` arrays and summed per crystal (time of the
     earliest, position of the largest deposit or the energy-weighted centroid).
 
-    The one owner of a decay's physics for both the CPU loop (:func:`_simulate_chunk`) and the
-    CUDA kernel (:mod:`.fast_cuda`), so it allocates nothing and reads the digitizer from ``pp``."""
+    The one owner of a decay's physics. The CPU engine compiles it on its own as
+    :func:`_simulate_chunk`, a chunk per call; the CUDA kernel (:mod:`.fast_cuda`) inlines it
+    for one decay, a slice of one time, so it allocates nothing and reads the digitizer from ``pp``.
+    It takes 29 arguments: at 31, CPython passes a call's arguments as ``*args``, which numba
+    cannot inline."""
     res = pp[PP_RES] * FWHM_TO_SIGMA
     eref = pp[PP_EREF]
     t_sigma = pp[PP_T_SIGMA]
@@ -953,200 +956,136 @@ def _decay(
     discretize = pp[PP_DISCRETIZE] != 0.0
     beta_frac = pp[PP_BETA_FRAC]
     cap = o_time.size
-    if beta_frac < 1.0 and not _u01(s) < beta_frac:
-        return n_out  # electron capture: no positron, no photons
-    sx, sy, sz, ax, ay, az, u1x, u1y, u1z, u2x, u2y, u2z = _emit(tp, df, pp, dens, s)
-    nh = 0
-    for ph in range(2):
-        if ph == 0:
-            ux, uy, uz = u1x, u1y, u1z
-        else:
-            ux, uy, uz = u2x, u2y, u2z
-        alive, x, y, z, ux, uy, uz, e, path, nsc = _transport(
-            ax, ay, az, ux, uy, uz, PHOTON_MEV, tp, df, cum, majorant, cdfs, ray_e, theta, pp, s
-        )
-        if not alive:
-            continue
-        if per_crystal:
-            nh = _track_boxes(
-                x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, h_dep, h_pos, h_path, h_nsc, nh
-            )
-            continue
-        edep, hx, hy, hz, hpath, crystal = _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, gt, s)
-        if crystal < 0:
-            continue
-        n1, n2 = _normal_pair(s)
-        e_blur = edep + n1 * res * math.sqrt(eref * edep)
-        if e_blur < lo or e_blur > hi:
-            continue
-        n_out = _write_single(
-            n_out,
-            cap,
-            first_event + k,
-            times[k] + hpath / C_MM_PER_NS + n2 * t_sigma,
-            e_blur,
-            hx,
-            hy,
-            hz,
-            crystal,
-            nsc,
-            sx,
-            sy,
-            sz,
-            o_event,
-            o_time,
-            o_energy,
-            o_pos,
-            o_crystal,
-            o_scat,
-            o_src,
-        )
-    if nh == 0:
-        return n_out
-    # Per-crystal readout of this decay's deposits, in order of first hit (a summed hit's crystal
-    # becomes -1, which matches no crystal).
-    for h in range(nh):
-        c = h_cry[h]
-        if c < 0:
-            continue
-        edep = 0.0
-        best = -1.0
-        wx = 0.0
-        wy = 0.0
-        wz = 0.0
-        hx = 0.0
-        hy = 0.0
-        hz = 0.0
-        tpath = np.inf
-        nsc = 0
-        for g in range(h, nh):
-            if h_cry[g] != c:
-                continue
-            h_cry[g] = -1
-            dep = h_dep[g]
-            edep += dep
-            wx += dep * h_pos[0, g]
-            wy += dep * h_pos[1, g]
-            wz += dep * h_pos[2, g]
-            if dep > best:
-                best = dep
-                hx = h_pos[0, g]
-                hy = h_pos[1, g]
-                hz = h_pos[2, g]
-                nsc = h_nsc[g]
-            if h_path[g] < tpath:
-                tpath = h_path[g]
-        if not edep > 0.0:
-            continue
-        if centroid:
-            hx = wx / edep
-            hy = wy / edep
-            hz = wz / edep
-        if discretize:
-            hx, hy, hz = _crystal_centre(c, pp, gt)
-        else:
-            hx = np.float64(np.float32(hx))
-            hy = np.float64(np.float32(hy))
-            hz = np.float64(np.float32(hz))
-        n1, n2 = _normal_pair(s)
-        e_blur = edep + n1 * res * math.sqrt(eref * edep)
-        if e_blur < lo or e_blur > hi:
-            continue
-        n_out = _write_single(
-            n_out,
-            cap,
-            first_event + k,
-            times[k] + tpath / C_MM_PER_NS + n2 * t_sigma,
-            e_blur,
-            hx,
-            hy,
-            hz,
-            c,
-            nsc,
-            sx,
-            sy,
-            sz,
-            o_event,
-            o_time,
-            o_energy,
-            o_pos,
-            o_crystal,
-            o_scat,
-            o_src,
-        )
-    return n_out
-
-
-@njit(**_JIT)
-def _simulate_chunk(
-    times,
-    first_event,
-    tp,
-    df,
-    cum,
-    majorant,
-    cdfs,
-    ray_e,
-    theta,
-    cpe,
-    cco,
-    pp,
-    gb,
-    gt,
-    dens,
-    s,
-    h_cry,
-    h_dep,
-    h_pos,
-    h_path,
-    h_nsc,
-    o_event,
-    o_time,
-    o_energy,
-    o_pos,
-    o_crystal,
-    o_scat,
-    o_src,
-):
-    """Simulate the decays at ``times`` (:func:`_decay`, one random stream); write the singles
-    that pass the digitizer into the ``o_*`` arrays in decay order. Returns their count, which
-    exceeds the arrays' capacity when they overflowed (the caller then retries with larger arrays
-    and the same random state)."""
-    n_out = 0
     for k in range(times.size):
-        n_out = _decay(
-            first_event,
-            k,
-            times,
-            tp,
-            df,
-            cum,
-            majorant,
-            cdfs,
-            ray_e,
-            theta,
-            cpe,
-            cco,
-            pp,
-            gb,
-            gt,
-            dens,
-            s,
-            h_cry,
-            h_dep,
-            h_pos,
-            h_path,
-            h_nsc,
-            o_event,
-            o_time,
-            o_energy,
-            o_pos,
-            o_crystal,
-            o_scat,
-            o_src,
-            n_out,
-        )
+        if beta_frac < 1.0 and not _u01(s) < beta_frac:
+            continue  # electron capture: no positron, no photons
+        sx, sy, sz, ax, ay, az, u1x, u1y, u1z, u2x, u2y, u2z = _emit(tp, df, pp, dens, s)
+        nh = 0
+        for ph in range(2):
+            if ph == 0:
+                ux, uy, uz = u1x, u1y, u1z
+            else:
+                ux, uy, uz = u2x, u2y, u2z
+            alive, x, y, z, ux, uy, uz, e, path, nsc = _transport(
+                ax, ay, az, ux, uy, uz, PHOTON_MEV, tp, df, cum, majorant, cdfs, ray_e, theta, pp, s
+            )
+            if not alive:
+                continue
+            if per_crystal:
+                nh = _track_boxes(
+                    x, y, z, ux, uy, uz, e, path, nsc, cpe, cco, gb, gt, s, h_cry, h_dep, h_pos, h_path, h_nsc, nh
+                )
+                continue
+            edep, hx, hy, hz, hpath, crystal = _detect(x, y, z, ux, uy, uz, e, path, cpe, cco, pp, gt, s)
+            if crystal < 0:
+                continue
+            n1, n2 = _normal_pair(s)
+            e_blur = edep + n1 * res * math.sqrt(eref * edep)
+            if e_blur < lo or e_blur > hi:
+                continue
+            n_out = _write_single(
+                n_out,
+                cap,
+                first_event + k,
+                times[k] + hpath / C_MM_PER_NS + n2 * t_sigma,
+                e_blur,
+                hx,
+                hy,
+                hz,
+                crystal,
+                nsc,
+                sx,
+                sy,
+                sz,
+                o_event,
+                o_time,
+                o_energy,
+                o_pos,
+                o_crystal,
+                o_scat,
+                o_src,
+            )
+        if nh == 0:
+            continue
+        # Per-crystal readout of this decay's deposits, in order of first hit (a summed hit's crystal
+        # becomes -1, which matches no crystal).
+        for h in range(nh):
+            c = h_cry[h]
+            if c < 0:
+                continue
+            edep = 0.0
+            best = -1.0
+            wx = 0.0
+            wy = 0.0
+            wz = 0.0
+            hx = 0.0
+            hy = 0.0
+            hz = 0.0
+            tpath = np.inf
+            nsc = 0
+            for g in range(h, nh):
+                if h_cry[g] != c:
+                    continue
+                h_cry[g] = -1
+                dep = h_dep[g]
+                edep += dep
+                wx += dep * h_pos[0, g]
+                wy += dep * h_pos[1, g]
+                wz += dep * h_pos[2, g]
+                if dep > best:
+                    best = dep
+                    hx = h_pos[0, g]
+                    hy = h_pos[1, g]
+                    hz = h_pos[2, g]
+                    nsc = h_nsc[g]
+                if h_path[g] < tpath:
+                    tpath = h_path[g]
+            if not edep > 0.0:
+                continue
+            if centroid:
+                hx = wx / edep
+                hy = wy / edep
+                hz = wz / edep
+            if discretize:
+                hx, hy, hz = _crystal_centre(c, pp, gt)
+            else:
+                hx = np.float64(np.float32(hx))
+                hy = np.float64(np.float32(hy))
+                hz = np.float64(np.float32(hz))
+            n1, n2 = _normal_pair(s)
+            e_blur = edep + n1 * res * math.sqrt(eref * edep)
+            if e_blur < lo or e_blur > hi:
+                continue
+            n_out = _write_single(
+                n_out,
+                cap,
+                first_event + k,
+                times[k] + tpath / C_MM_PER_NS + n2 * t_sigma,
+                e_blur,
+                hx,
+                hy,
+                hz,
+                c,
+                nsc,
+                sx,
+                sy,
+                sz,
+                o_event,
+                o_time,
+                o_energy,
+                o_pos,
+                o_crystal,
+                o_scat,
+                o_src,
+            )
     return n_out
+
+
+# The CPU engine's chunk: the loop compiled as its own function (numba inlines the helpers into it)
+# rather than a loop that inlines a per-decay function. Numba's inliner reruns its untyped passes,
+# SSA included, at each level of nesting: that extra level made the first compile 64 CPU-s and
+# 3.0 GB instead of 35 s and 0.86 GB (docs/benchmarks.md), for the same machine code.
+_simulate_chunk = njit(**_JIT)(_decays.py_func)
 
 
 @njit(**_JIT)
@@ -1400,6 +1339,7 @@ class NumbaEngine:
                 crystal,
                 scat,
                 src,
+                0,
             )
             if n <= cap:
                 break

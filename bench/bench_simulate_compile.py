@@ -1,0 +1,82 @@
+"""What the compiled fast engine costs on first use (prints JSON): CPU seconds and peak memory of
+compiling its chunk kernel into an empty numba cache, and of loading it from that cache after.
+
+Each measurement is a fresh child process (``NUMBA_CACHE_DIR`` a new temporary folder, one core),
+so its peak resident memory (``ru_maxrss``) is the compile's, Python and numpy included. A
+``simulate_scan`` job pays the compile when it starts before any job has written the cache (the
+first jobs of a fresh install, one per core); the rest load it.
+
+Compares code versions on the same machine, like ``bench_simulate_scan.py``: export the other
+version with ``git archive REV src config | tar -x -C /tmp/before`` and run
+``PYTHONPATH=/tmp/before/src python bench/bench_simulate_compile.py`` beside
+``python bench/bench_simulate_compile.py``.
+
+Usage: python bench/bench_simulate_compile.py [--config config/config.yaml] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(config: str) -> dict:
+    import resource
+    import time
+
+    from positrongan import config as configlib
+    from positrongan.geometry.scanner import Scanner
+    from positrongan.simulate import fast_numba
+    from positrongan.simulate.driver import draw_phantom
+    from positrongan.simulate.settings import Acquisition, Digitizer
+
+    cfg = configlib.load([config], overrides=["simulation.engine=fast"])
+    engine = fast_numba.NumbaEngine(
+        draw_phantom(cfg, "scan_000"),
+        Scanner.from_config(cfg["scanner"]),
+        Digitizer.from_config(cfg["digitizer"]),
+        Acquisition.from_config(cfg),
+    )
+    t0 = time.process_time()
+    engine.compile()
+    return {
+        "cpu_seconds": time.process_time() - t0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+
+
+def measure(config: str, cache: str) -> dict:
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", "--config", config], env=env, check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
+    ap.add_argument("--repeats", type=int, default=1, help="cold compiles (each into its own empty cache)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.config)))
+        return
+    import positrongan
+
+    runs = []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="numba_cache_") as cache:
+            runs.append({"cold": measure(args.config, cache), "cached": measure(args.config, cache)})
+    print(json.dumps({"code": str(Path(positrongan.__file__).parent), "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
