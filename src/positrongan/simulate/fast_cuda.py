@@ -2,11 +2,11 @@
 
 ``simulation.kernel: cuda``. The physics is :func:`.fast_numba._decays`, the same function the CPU
 engine runs for a chunk, compiled for the GPU by numba-cuda and run for one decay per thread:
-emission, tube transport, crystal tracking, readout and digitizer. Only the random streams differ: on the CPU a chunk is one xoshiro256+
-stream; here decay ``k`` of a chunk draws from its own stream (:func:`.fast_numba._seed_stream`
-of the chunk's seed and ``k``), so the result does not depend on how threads are scheduled: the
-same seed gives the same file, and the singles agree with the CPU engine within statistics
-(``tests/test_simulate_cuda.py``, marker ``gpu``).
+emission, tube transport, crystal tracking, readout and digitizer. Only the random streams
+differ: on the CPU a chunk is one xoshiro256+ stream; here decay ``k`` of a chunk draws from its
+own stream (:func:`.fast_numba._seed_stream` of the chunk's seed and ``k``), so the result does
+not depend on how threads are scheduled: the same seed gives the same file, and the singles agree
+with the CPU engine within statistics (``tests/test_simulate_cuda.py``, marker ``gpu``).
 
 Each decay writes its singles to ``slots`` places of its own; a second kernel packs them in
 decay order (the CPU engine's order) at offsets from the host's cumulative sum of the counts, so

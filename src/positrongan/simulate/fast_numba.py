@@ -942,10 +942,10 @@ def _decays(
     earliest, position of the largest deposit or the energy-weighted centroid).
 
     The one owner of a decay's physics. The CPU engine compiles it on its own as
-    :func:`_simulate_chunk`, a chunk per call; the CUDA kernel (:mod:`.fast_cuda`) inlines it
-    for one decay, a slice of one time, so it allocates nothing and reads the digitizer from ``pp``.
-    It takes 29 arguments: at 31, CPython passes a call's arguments as ``*args``, which numba
-    cannot inline."""
+    :func:`_simulate_chunk`, a chunk per call; the CUDA kernel (:mod:`.fast_cuda`) inlines it and
+    runs it for one decay (a slice of one time). For both, it allocates nothing and reads the
+    digitizer from ``pp``. It takes 29 arguments: at 31, CPython passes a call's arguments as
+    ``*args``, which numba cannot inline."""
     res = pp[PP_RES] * FWHM_TO_SIGMA
     eref = pp[PP_EREF]
     t_sigma = pp[PP_T_SIGMA]
