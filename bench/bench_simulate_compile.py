@@ -1,5 +1,6 @@
 """What the compiled fast engine costs on first use (prints JSON): CPU seconds and peak memory of
-compiling its chunk kernel into an empty numba cache, and of loading it from that cache after.
+compiling its chunk kernel into an empty numba cache (with numba's three slowest passes), and of
+loading it from that cache after.
 
 Each measurement is a fresh child process (``NUMBA_CACHE_DIR`` a new temporary folder, one core),
 so its peak resident memory (``ru_maxrss``) is the compile's, Python and numpy included. A
@@ -7,7 +8,8 @@ so its peak resident memory (``ru_maxrss``) is the compile's, Python and numpy i
 first jobs of a fresh install, one per core); the rest load it.
 
 Compares code versions on the same machine, like ``bench_simulate_scan.py``: export the other
-version with ``git archive REV src config | tar -x -C /tmp/before`` and run
+version with ``git archive REV src config workflow/schemas | tar -x -C /tmp/before`` (the schema
+is a link into workflow/) and run
 ``PYTHONPATH=/tmp/before/src python bench/bench_simulate_compile.py`` beside
 ``python bench/bench_simulate_compile.py``.
 
@@ -46,17 +48,26 @@ def child(config: str) -> dict:
     )
     t0 = time.process_time()
     engine.compile()
-    return {
+    out = {
         "cpu_seconds": time.process_time() - t0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
+    # Where a compile's time went: numba's slowest passes (no metadata when loaded from the cache).
+    kernel = fast_numba._simulate_chunk
+    meta = kernel.get_metadata(kernel.signatures[0]) if kernel.signatures else None
+    if meta is not None:
+        passes = meta["pipeline_times"]["nopython"]
+        out["slowest_numba_passes_s"] = dict(sorted(((k, v.run) for k, v in passes.items()), key=lambda kv: -kv[1])[:3])
+    return out
 
 
 def measure(config: str, cache: str) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     out = subprocess.run(
-        [sys.executable, __file__, "--child", "--config", config], env=env, check=True, capture_output=True, text=True
+        [sys.executable, __file__, "--child", "--config", config], env=env, capture_output=True, text=True
     )
+    if out.returncode != 0:
+        sys.exit(f"the compiling child failed (exit {out.returncode}):\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
