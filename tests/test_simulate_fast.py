@@ -218,6 +218,21 @@ def test_the_driver_sorts_writes_and_counts_whatever_the_engine(tmp_path):
     assert "SourcePosition_X1" not in pairs and "PhantomScatters1" not in pairs  # counted in memory only
 
 
+@pytest.mark.parametrize("chunks", [1, 2, 3])
+def test_the_progress_bar_ends_at_the_true_chunk_count(chunks):
+    # The engine expects 2 chunks; a Poisson scan can take one more or one less. The bar must end
+    # at chunks/chunks and 100 %, not as a bare counter past its total or short of it.
+    import io
+
+    from positrongan.runtime import progress_estimated
+
+    out = io.StringIO()
+    seen = list(progress_estimated(iter(range(chunks)), 2, file=out, desc="simulate", unit="chunk"))
+    assert seen == list(range(chunks))
+    final = out.getvalue().split("\r")[-1]
+    assert "100%" in final and f" {chunks}/{chunks} " in final, final
+
+
 def test_singles_rates_tree_counts_the_sorted_singles_per_crystal(default_run, tmp_path):
     from positrongan.rootfile import read_singles_counts
 

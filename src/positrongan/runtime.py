@@ -35,6 +35,24 @@ def progress(iterable: Iterable | None = None, **kwargs: Any):
     return tqdm(iterable, **kwargs)
 
 
+def progress_estimated(iterable: Iterable, total: int, **kwargs: Any) -> Iterator:
+    """Iterate ``iterable`` under a :func:`progress` bar whose ``total`` is only an estimate (a
+    Poisson scan can take a chunk more or less than its expected count). Each step counts when the
+    loop's body has finished with its item; the total grows rather than being overrun, and the bar
+    ends at the true count (at 100 %, not as a bare counter past its total)."""
+    bar = progress(total=total, **kwargs)
+    try:
+        for item in iterable:
+            yield item
+            if bar.n + 1 > bar.total:
+                bar.total = bar.n + 1
+            bar.update(1)
+        bar.total = bar.n
+        bar.refresh()
+    finally:
+        bar.close()
+
+
 @contextmanager
 def timed(what: str) -> Iterator[dict]:
     """Log how long a block took; the dict receives ``seconds``."""

@@ -18,7 +18,7 @@ from ..config import NORM_SOURCE_MARGIN_MM
 from ..errors import ConfigError
 from ..geometry.phantom import TubePhantom
 from ..geometry.scanner import Scanner
-from ..runtime import progress
+from ..runtime import progress_estimated
 from .lors import SinogramGeometry
 from .normalisation import FORMAT, estimate_components, model_counts, norm_geometry, ring_pair_counts
 
@@ -112,19 +112,19 @@ def simulate_trues(
     sorter.compile()
     c1, c2 = [], []
     n_decays = 0
-    bar = progress(total=engine.expected_chunks, desc="normalisation source", unit="chunk")
 
     def keep(pairs):
         same = pairs["EventID1"] == pairs["EventID2"]
         c1.append(pairs["CrystalID1"][same].astype(np.int64))
         c2.append(pairs["CrystalID2"][same].astype(np.int64))
 
-    for singles, known_until, n in engine.chunks(np.random.default_rng(seed)):
+    chunks = engine.chunks(np.random.default_rng(seed))
+    for singles, known_until, n in progress_estimated(
+        chunks, engine.expected_chunks, desc="normalisation source", unit="chunk"
+    ):
         n_decays += n
         keep(sorter.push(singles, known_until)[1])
-        bar.update(1)
     keep(sorter.push(empty_singles(), None)[1])
-    bar.close()
     c1, c2 = np.concatenate(c1), np.concatenate(c2)
     info = {
         "decays": n_decays,

@@ -17,7 +17,7 @@ from ..geometry.phantom import TubePhantom, truth_maps
 from ..geometry.scanner import Scanner
 from ..io import save_npz, write_json
 from ..rootfile import SINGLES_BRANCHES, open_writer, quantise_time
-from ..runtime import progress
+from ..runtime import progress_estimated
 from . import gate, materials
 from .fast import FastEngine
 from .settings import Acquisition, Digitizer
@@ -144,8 +144,8 @@ def run_engine(
         volume_id_branches=write_volume_ids,
         truth=write_truth,
     ) as writer:
-        bar = progress(total=engine.expected_chunks, desc=f"simulate {scan}", unit="chunk")
-        for singles, known_until, n in engine.chunks(rng):
+        chunks = progress_estimated(engine.chunks(rng), engine.expected_chunks, desc=f"simulate {scan}", unit="chunk")
+        for singles, known_until, n in chunks:
             decays = None if n is None or decays is None else decays + n
             singles = dict(singles)
             singles["GlobalTime"] = quantise_time(singles["GlobalTime"])
@@ -158,12 +158,10 @@ def run_engine(
             cpu["sort"] += c3 - c2
             cpu["write"] += c4 - c3
             c1 = c4
-            bar.update(1)
         batch = sorter.push(empty_singles(), known_until=None)
         c2 = time.process_time()
         writer.add(*batch)
         writer.write_singles_rates(sorter.crystal_singles)
-        bar.close()
     cpu["sort"] += c2 - c1
     cpu["write"] += time.process_time() - c2  # includes closing the file
     seconds = time.perf_counter() - t0
