@@ -209,7 +209,8 @@ def run_engine(
     if not separated:
         counts["trues_and_scatters"] = s.trues + s.scatters
     log.info(
-        "%s: %d decays, %d singles, %d prompts (%s trues, %s scatters, %d randoms), %d delayed in %.1f s (%.3g decays/s)",
+        "%s: %d decays, %d singles, %d prompts (%s trues, %s scatters, %d randoms), %d delayed in %.1f s (%.3g decays/s;"
+        " %.1f CPU-s of it compiling or loading the kernels)",
         scan,
         counts["decays"],
         s.singles,
@@ -220,6 +221,7 @@ def run_engine(
         s.delayed,
         seconds,
         counts["decays_per_second"],
+        cpu["jit"],
     )
     return counts
 
