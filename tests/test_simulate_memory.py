@@ -2,9 +2,10 @@
 in a process of its own, on the default config with the fast engine.
 
 - On a fresh install, the job's first run compiles the numba engine. That compile must fit in the
-  ``mem_mb`` that the ``simulate_scan`` rule declares: a SLURM job that enforces its memory request
-  is killed above it. (One such regression peaked at 3.0 GB: numba inlined a per-decay function
-  into the chunk's loop, docs/benchmarks.md.)
+  ``mem_mb`` that the ``simulate_scan`` rule declares: Snakemake schedules local jobs by it
+  (``--resources mem_mb=...``), and a cluster profile that does not set its own value requests it
+  (profiles/slurm asks 8 GB for GATE's sake). One regression peaked at 3.0 GB: numba inlined a
+  per-decay function into the chunk's loop (docs/benchmarks.md).
 - With the engine loaded from its cache, the peak stays flat in the number of decays: the decays,
   the singles and the coincidences stream through in chunks, so 10x the decays must not hold 10x
   anything. Holding a whole scan's singles or coincidences would add well over 100 MB here.
