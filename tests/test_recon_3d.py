@@ -356,14 +356,12 @@ def test_cuda_projection_and_reconstruction_equal_the_cpu():
     r_gpu = reconstruct_3d(gpu, y, 5, attenuation=atten, randoms=randoms, show_progress=False)
     np.testing.assert_allclose(r_gpu.image, r_cpu.image, rtol=1e-3, atol=1e-4 * r_cpu.image.max())
     np.testing.assert_allclose(r_gpu.loglik, r_cpu.loglik, rtol=1e-5)
-    # With the resolution model (conv3d on the GPU; config/gpu.yaml reconstructs there).
+    # With the resolution model (its matrix products on the GPU; config/gpu.yaml reconstructs there).
     from positrongan.recon.psf import GaussianPSF
 
-    voxel = cpu.image_grid.voxel_mm
-    psf_cpu = GaussianPSF(voxel, 4.5, dtype=torch.float32)
-    psf_gpu = GaussianPSF(voxel, 4.5, device="cuda", dtype=torch.float32)
-    p_cpu = reconstruct_3d(cpu, y, 5, attenuation=atten, randoms=randoms, show_progress=False, psf=psf_cpu)
-    p_gpu = reconstruct_3d(gpu, y, 5, attenuation=atten, randoms=randoms, show_progress=False, psf=psf_gpu)
+    psf = GaussianPSF(cpu.image_grid.voxel_mm, 4.5)  # one model, its matrices on each image's device
+    p_cpu = reconstruct_3d(cpu, y, 5, attenuation=atten, randoms=randoms, show_progress=False, psf=psf)
+    p_gpu = reconstruct_3d(gpu, y, 5, attenuation=atten, randoms=randoms, show_progress=False, psf=psf)
     np.testing.assert_allclose(p_gpu.image, p_cpu.image, rtol=1e-3, atol=1e-4 * p_cpu.image.max())
     np.testing.assert_allclose(p_gpu.loglik, p_cpu.loglik, rtol=1e-5)
     assert not np.allclose(p_cpu.image, r_cpu.image)
@@ -405,7 +403,7 @@ def test_psf_is_a_self_adjoint_gaussian_of_the_asked_width():
     from positrongan.recon.psf import FWHM_PER_SIGMA, GaussianPSF
 
     voxel = (2.0, 1.0, 0.5)
-    psf = GaussianPSF(voxel, 4.0, dtype=torch.float64)
+    psf = GaussianPSF(voxel, 4.0)
     rng = np.random.default_rng(0)
     a, b = (torch.from_numpy(rng.random((15, 33, 61))) for _ in range(2))
     assert float((psf(a) * b).sum()) == pytest.approx(float((a * psf(b)).sum()), rel=1e-12)
@@ -422,6 +420,25 @@ def test_psf_is_a_self_adjoint_gaussian_of_the_asked_width():
         GaussianPSF(voxel, 0.0)
 
 
+def test_psf_equals_scipys_zero_padded_convolution():
+    # The blur as banded matrix products is the separable convolution with zero outside the image:
+    # scipy.ndimage's, kernels longer than their axis included.
+    from scipy import ndimage
+
+    from positrongan.recon.psf import GaussianPSF
+
+    psf = GaussianPSF((2.0, 1.0, 0.5), 2.5)
+    assert [k.size for k in psf.kernels] == [5, 9, 15]  # x: longer than its 9 voxels
+    image = np.random.default_rng(1).random((4, 6, 9))
+    ref = image
+    for axis, k in enumerate(psf.kernels):
+        ref = ndimage.convolve1d(ref, k, axis=axis, mode="constant", cval=0.0)
+    np.testing.assert_allclose(psf(torch.from_numpy(image)).numpy(), ref, rtol=1e-12, atol=1e-15)
+    got32 = psf(torch.from_numpy(image).float())
+    assert got32.dtype == torch.float32
+    np.testing.assert_allclose(got32.numpy(), ref, rtol=1e-5)
+
+
 def test_the_resolution_model_recovers_what_the_blur_took():
     # Noise-free data of a blurred system (A H x): reconstructed with H in the model, the hot rod
     # and the cold sphere come back; without it, the reconstruction keeps the blur.
@@ -429,7 +446,7 @@ def test_the_resolution_model_recovers_what_the_blur_took():
 
     proj = projector(subsets=4)
     x_true = phantom(proj.image_grid)
-    psf = GaussianPSF(proj.image_grid.voxel_mm, 5.0, dtype=torch.float64)
+    psf = GaussianPSF(proj.image_grid.voxel_mm, 5.0)
     y, atten, randoms = noise_free_data(proj, psf(torch.from_numpy(x_true)).numpy())
     z, yy, xx = coords(proj.image_grid)
     rod = np.broadcast_to((((xx + 4) ** 2 + (yy - 2) ** 2) < 2.0**2) & (np.abs(z) < 7), x_true.shape)
@@ -448,7 +465,7 @@ def test_mlem_with_the_resolution_model_is_monotone_and_conserves_counts():
 
     proj = projector(subsets=1)
     x_true = phantom(proj.image_grid)
-    psf = GaussianPSF(proj.image_grid.voxel_mm, 4.0, dtype=torch.float64)
+    psf = GaussianPSF(proj.image_grid.voxel_mm, 4.0)
     ybar, atten, _ = noise_free_data(proj, psf(torch.from_numpy(x_true)).numpy())
     y = np.random.default_rng(5).poisson(ybar * 0.2 / ybar.mean()).astype(np.float64)
     res = reconstruct_3d(proj, y, 8, attenuation=atten, show_progress=False, psf=psf)

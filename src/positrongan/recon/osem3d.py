@@ -377,7 +377,7 @@ def reconstruct_scan_3d(
     if recon_cfg.get("psf_fwhm_mm", 0.0) > 0:  # absent: none (partial configs of tests)
         from .psf import GaussianPSF
 
-        psf = GaussianPSF(proj.image_grid.voxel_mm, recon_cfg["psf_fwhm_mm"], proj.device, proj.dtype)
+        psf = GaussianPSF(proj.image_grid.voxel_mm, recon_cfg["psf_fwhm_mm"])
     result = reconstruct_3d(
         proj,
         prompts,
