@@ -6,6 +6,8 @@ each of --slice-planes. With --stored, no new reconstruction: the run's own unfi
 (``recon/{scan}.npz``). Appends one JSON line per (scan, PSF, iteration, filter, slice planes,
 defect) to --out, then prints the median CNR over the target populations per setting (the
 pipeline's populations; unresolved defects left out, as in ``detectability.csv``'s summary).
+Every other reconstruction setting comes from --config: a file with ``reconstruction.rdp_beta``
+sweeps the MAP reconstruction (one --out per setting: the lines do not record it).
 
 Run (about 30 s of one core per scan and PSF):
     python bench/sweep_psf.py --out /tmp/psf.jsonl --psf 0 2.5 3.5 4.5 5.5 6.5 \\
