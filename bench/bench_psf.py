@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from positrongan import config as configlib
+from positrongan.geometry.grid import ReconGrid
 from positrongan.geometry.scanner import Scanner
 from positrongan.recon.psf import GaussianPSF
 
@@ -67,12 +68,10 @@ def main() -> None:
 
     cfg = configlib.load([args.config])
     rc = cfg["reconstruction"]
-    scanner = Scanner.from_config(cfg["scanner"])
-    pix = rc["fov_mm"] / rc["grid"]
-    voxel = (scanner.axial_pitch_mm / 2, pix, pix)  # the 3D projector's image grid
+    grid = ReconGrid.from_config(Scanner.from_config(cfg["scanner"]), rc)  # the 3D projector's image grid
+    voxel, shape = [float(v) for v in grid.voxel_mm], grid.shape
     fwhm = rc["psf_fwhm_mm"] if rc["psf_fwhm_mm"] > 0 else 4.5
     psf = GaussianPSF(voxel, fwhm)
-    shape = (scanner.n_planes, rc["grid"], rc["grid"])
     image = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)
 
     ref_ms = per_call_ms(lambda x: conv3d_blur(psf, x), image, args.repeats, device)
