@@ -16,6 +16,9 @@ Run (about 30 s of one core per scan and PSF):
     # slice thickness and post-filter on a finished run's own images (seconds per scan)
     python bench/sweep_psf.py --out /tmp/slab.jsonl --stored --scans scan_00{0..9} \\
         --filters 4 5 6 --slice-planes 1 2 3 4 5 6
+    # a 40 s run's scans as 20 s scans (every event kept with probability 0.5)
+    python bench/sweep_psf.py --out /tmp/half.jsonl --results results_40 --fraction 0.5 --psf 4.5 \
+        --iterations 8 --filters 5 --scans scan_00{0..9}
     # another scanner: its own run's results, both configs
     python bench/sweep_psf.py --out /tmp/fine.jsonl --results /tmp/fine/results \\
         --config config/config.yaml --config /tmp/fine/fine.yaml --device cuda
@@ -70,6 +73,7 @@ def _images(args, cfg, scanner, results):
                 normalisation=norm if rc["normalisation"] else None,
                 callback=lambda k, x: images.__setitem__(k, x.cpu().numpy().astype(np.float32)),
                 extra_iterations=args.iterations - 1,
+                fraction=args.fraction,
             )
             for k, image in images.items():
                 yield scan, psf, k, image, recon["voxel_mm"], truth
@@ -142,8 +146,18 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--stored", action="store_true", help="score the run's own images (recon/{scan}.npz) instead of new OSEM runs"
     )
+    ap.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="reconstruct each scan thinned to this fraction of its events (a scan this fraction as long)",
+    )
     ap.add_argument("--summary-only", action="store_true", help="only print the table of --out")
     args = ap.parse_args(argv)
+    if not 0 < args.fraction <= 1:
+        ap.error(f"--fraction must be in (0, 1], got {args.fraction}")
+    if args.stored and args.fraction != 1:
+        ap.error("--fraction thins the events of a new reconstruction; --stored scores the run's own images")
     if not args.summary_only:
         sweep(args)
     summary(args.out)

@@ -1,6 +1,7 @@
 """MAP-OSEM with the relative-difference prior (recon/prior.py, recon/osem3d.py) and the
 per-iteration snapshots of the 3D OSEM (recon/snapshots.py): the prior's gradient and curvature
-against finite differences, known values, the MAP objective rising over iterations, beta = 0 as
+against finite differences, known values, the MAP objective rising over iterations, the MAP
+solution's count shortfall (beta U), ordered subsets staying near that solution, beta = 0 as
 plain OSEM bit for bit, and snapshots that leave the reconstruction unchanged."""
 
 import numpy as np
@@ -120,7 +121,7 @@ def test_map_objective_never_decreases_with_one_subset(beta):
     assert p.value(torch.from_numpy(res.image).double()) < p.value(torch.from_numpy(mlem.image).double())
 
 
-def test_stronger_prior_gives_a_smoother_image_with_the_same_counts():
+def test_stronger_prior_gives_a_smoother_image():
     proj = projector(subsets=2)
     y, atten = noisy_data(proj)
     images = [
@@ -129,8 +130,22 @@ def test_stronger_prior_gives_a_smoother_image_with_the_same_counts():
     inside = phantom(proj.image_grid) == 1.0
     spread = [float(img[inside].std() / img[inside].mean()) for img in images]
     assert spread[0] > spread[1] > spread[2]
-    totals = [float(img.sum()) for img in images]
-    assert totals[2] == pytest.approx(totals[0], rel=0.1)  # the prior moves activity, it does not remove it
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_map_solution_is_short_of_the_counts_by_beta_times_the_penalty(beta):
+    # At the MAP solution sum_j x_j (dL/dx_j - beta dU/dx_j) = 0 (the stationarity conditions,
+    # voxel by voxel where x_j > 0), and sum_j x_j dL/dx_j = sum(y) - sum(ybar) for the Poisson
+    # likelihood. The RDP is homogeneous of degree 1 (eps aside), so sum_j x_j dU/dx_j = U(x)
+    # (Euler): the forward model falls short of the counts by exactly beta U. The prior therefore
+    # removes activity as well as moving it, the more the stronger it is.
+    proj = projector(subsets=1)
+    y, atten = noisy_data(proj)
+    res = reconstruct_3d(proj, y, 150, attenuation=atten, show_progress=False, rdp_beta=beta)
+    ybar = atten * proj.forward(torch.from_numpy(res.image).double()).numpy()
+    missing = float(y.sum() - ybar.sum())
+    assert missing == pytest.approx(res.info["rdp_beta_abs"] * res.info["penalty"][-1], rel=2e-3)
+    assert missing > 0.05 * y.sum()  # a real shortfall, not a rounding residue
 
 
 def test_snapshots_keep_every_iteration_and_leave_the_result_unchanged():
@@ -164,3 +179,22 @@ def test_snapshots_keep_every_iteration_and_leave_the_result_unchanged():
         np.testing.assert_allclose(cands[4 + h], want, rtol=0, atol=2e-3 * float(arrays["unit"]))
     # Later iterations differ from the result (they are more iterations, not copies).
     assert not np.allclose(cands[8], cands[4])
+
+
+def test_ordered_subsets_map_stays_near_the_map_solution():
+    # OS-MAP does not converge (it ends in a limit cycle), but with the prior's model rebuilt for
+    # every subset its images sit close to the one-subset MAP solution: 3 % in L1 here at 4
+    # subsets. With the model built once per full iteration they sat twice as far (6 %), because
+    # the later subsets moved the image away from where the stale model held it.
+    ref_proj = projector(subsets=1)
+    y1, atten1 = noisy_data(ref_proj)
+    ref = reconstruct_3d(ref_proj, y1, 150, attenuation=atten1, show_progress=False, rdp_beta=0.3)
+    proj = projector(subsets=4)
+    # The same LORs in the 4-subset projector's chord order.
+    order = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(ref_proj.crystal_a, ref_proj.crystal_b))}
+    perm = np.array([order[(int(a), int(b))] for a, b in zip(proj.crystal_a, proj.crystal_b)])
+    res = reconstruct_3d(proj, y1[:, perm], 40, attenuation=atten1[:, perm], show_progress=False, rdp_beta=0.3)
+    gap = np.abs(res.image - ref.image).sum() / np.abs(ref.image).sum()
+    assert gap < 0.045, gap
+    # Its penalised objective, on the same data, is within a small distance of the solution's.
+    assert ref.info["objective"][-1] - res.info["objective"][-1] < 18.0

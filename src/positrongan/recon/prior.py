@@ -22,9 +22,9 @@ Its diagonal Hessian (for the update below) is
     d2U/dx_j^2 = sum_k w_jk 2 (2 x_k + eps)^2 / D_jk^3.
 
 MAP-OSEM update (De Pierro 1995, "A modified expectation maximization algorithm for penalized
-likelihood estimation in emission tomography", IEEE Trans. Med. Imaging 14(1):132-137): at the
-start of each full iteration the penalty is replaced by its separable quadratic model around
-that image x0, U(x0) + g (x - x0) + c (x - x0)^2 / 2 (g the gradient, c the diagonal Hessian);
+likelihood estimation in emission tomography", IEEE Trans. Med. Imaging 14(1):132-137): before
+each subset's update the penalty is replaced by its separable quadratic model around the current
+image x0, U(x0) + g (x - x0) + c (x - x0)^2 / 2 (g the gradient, c the diagonal Hessian);
 for subset S of n, each voxel then maximises the EM surrogate of the subset's log-likelihood
 minus (beta / n) times that model, whose positive root is
 
@@ -54,9 +54,7 @@ import numpy as np
 EPS_FRACTION = 1e-3
 
 # Half of the 26-neighbourhood: each unordered pair once.
-OFFSETS: tuple[tuple[int, int, int], ...] = tuple(
-    o for o in itertools.product((-1, 0, 1), repeat=3) if o > (0, 0, 0)
-)
+OFFSETS: tuple[tuple[int, int, int], ...] = tuple(o for o in itertools.product((-1, 0, 1), repeat=3) if o > (0, 0, 0))
 
 
 def weights(voxel_mm) -> np.ndarray:
@@ -138,7 +136,7 @@ def modified_em(x, back, sens, grad, curv, anchor, beta_subset: float):
     Params:
         x: current image; back: the subset's back-projected ratio A_S^T(m y / ybar);
         sens: the subset's sensitivity A_S^T m; grad, curv: the prior's gradient and diagonal
-        Hessian at ``anchor`` (the image that started the iteration); beta_subset: beta / n.
+        Hessian at ``anchor`` (the image the subset starts from); beta_subset: beta / n.
     Returns:
         The updated image (0 where the sensitivity is 0).
     """
