@@ -17,8 +17,8 @@ Run (about 30 s of one core per scan and PSF):
     python bench/sweep_psf.py --out /tmp/slab.jsonl --stored --scans scan_00{0..9} \\
         --filters 4 5 6 --slice-planes 1 2 3 4 5 6
     # a 40 s run's scans as 20 s scans (every event kept with probability 0.5)
-    python bench/sweep_psf.py --out /tmp/half.jsonl --results results_40 --fraction 0.5 --psf 4.5 \
-        --iterations 8 --filters 5 --scans scan_00{0..9}
+    python bench/sweep_psf.py --out /tmp/half.jsonl --results results_40 --config config/config.yaml \\
+        --config c40.yaml --fraction 0.5 --psf 4.5 --iterations 8 --filters 5 --scans scan_00{0..9}
     # another scanner: its own run's results, both configs
     python bench/sweep_psf.py --out /tmp/fine.jsonl --results /tmp/fine/results \\
         --config config/config.yaml --config /tmp/fine/fine.yaml --device cuda
