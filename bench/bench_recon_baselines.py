@@ -6,7 +6,7 @@
 3. ``positrongan reconstruct-map`` (map_rdp: one MAP-OSEM reconstruction per enhancement.map_betas),
 
 each in a fresh process, with wall time, CPU time (this process's children) and the size of the
-file written. Inputs are a finished run's ROOT and truth files.
+file written. Inputs are a finished run's ROOT, truth and normalisation files.
 
 Run: OMP_NUM_THREADS=1 python bench/bench_recon_baselines.py --results results --scan scan_001 \
      --fraction 0.1 [--config results/config.yaml] [--skip-map]
@@ -28,7 +28,11 @@ from pathlib import Path
 def run(argv: list[str]) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "positrongan", *argv], check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "positrongan", *argv], capture_output=True, text=True)
+    if proc.returncode != 0:
+        # the child's last lines hold its one-line error (a config key, a missing file)
+        tail = "\n".join(proc.stderr.splitlines()[-5:])
+        sys.exit(f"positrongan {argv[0]} failed (exit {proc.returncode}):\n{tail}")
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -61,6 +65,10 @@ def main() -> None:
         "--fraction",
         str(args.fraction),
     ]
+    # the run's normalisation factors (reconstruction.normalisation, on in the default)
+    norm = res / "recon" / "normalisation.npz"
+    if norm.exists():
+        common += ["--normalisation", str(norm)]
     out = {"scan": args.scan, "fraction": args.fraction, "threads": 1, "cpu": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -70,9 +78,7 @@ def main() -> None:
             ["reconstruct", *common, "--out", str(tmp / "s.npz"), "--snapshots", str(tmp / "it.npz")]
         )
         out["snapshots"]["mb"] = round((tmp / "it.npz").stat().st_size / 1e6, 1)
-        out["osem_early_added"] = {
-            k: round(out["snapshots"][k] - out["plain"][k], 2) for k in ("wall_s", "cpu_s")
-        }
+        out["osem_early_added"] = {k: round(out["snapshots"][k] - out["plain"][k], 2) for k in ("wall_s", "cpu_s")}
         if not args.skip_map:
             out["map"] = run(["reconstruct-map", *common, "--out", str(tmp / "map.npz")])
             out["map"]["mb"] = round((tmp / "map.npz").stat().st_size / 1e6, 1)
