@@ -11,7 +11,7 @@ from scipy import stats
 
 from positrongan.cli import main
 from positrongan.recon.detectability import from_json, score_defects, to_json
-from positrongan.report.detectability import in_target_population, summary
+from positrongan.report.detectability import collect, format_median, in_target_population, median_ci95, summary
 
 G, PLANES = 64, 6
 MU_WATER, MU_AL = 0.0096, 0.0226
@@ -28,7 +28,11 @@ def tube_with(cold_radius_px=6.0, crack=True):
     cold = np.hypot(x - 6, y) < cold_radius_px
     slit = wall & (x < 0) & (np.abs(y) <= 1.0)
     act = np.where(fluid & ~cold, 1.0, 0.0) + np.where(slit, 1.0, 0.0) * crack
-    mu = np.where(fluid, MU_WATER, 0.0) + np.where(wall & ~(slit & crack), MU_AL, 0.0) + np.where(slit & crack, MU_WATER, 0)
+    mu = (
+        np.where(fluid, MU_WATER, 0.0)
+        + np.where(wall & ~(slit & crack), MU_AL, 0.0)
+        + np.where(slit & crack, MU_WATER, 0)
+    )
     index = np.where(cold, 1, 0) + np.where(slit & crack, 2, 0)
     vol = lambda a: np.repeat(a[None].astype(np.float32), PLANES, axis=0)  # noqa: E731
     defects = [{"type": "blockage", "size": {"radius_mm": cold_radius_px, "length_mm": 50.0}}]
@@ -123,6 +127,32 @@ def test_target_population_follows_the_stated_sizes():
     assert s["pit"]["n_target"] == 1 and s["pit"]["median_cnr"] == 2.0 and s["crack"]["n"] == 0
 
 
+def test_median_interval_is_the_sign_test_pair_of_order_statistics():
+    # N = 10: P(Binomial(10, 1/2) <= 1) = 11/1024 per side, so the 95 % pair is the 2nd smallest and
+    # the 2nd largest (the 3rd and 8th would cover only 89 %).
+    x = np.array([2.5, 0.45, 3.3, 1.92, 2.77, 1.81, 2.2, 3.17, 2.98, 2.12])
+    assert median_ci95(x) == (1.81, 3.17)
+    assert median_ci95(x[:6]) == (0.45, 3.3)  # N = 6: min to max covers 1 - 2/64 = 97 %
+    assert all(np.isnan(median_ci95(x[:5])))  # N = 5: min to max covers only 94 %
+    assert all(np.isnan(median_ci95([])))
+
+
+def test_median_interval_covers_the_true_median_at_least_95_percent():
+    rng = np.random.default_rng(0)
+    hits = [lo <= 1.0 <= hi for lo, hi in (median_ci95(rng.lognormal(0.0, 1.0, 20)) for _ in range(2000))]
+    # exact binomial pair at N = 20: 1 - 2 P(B <= 5) = 95.9 %; 2000 draws give +-0.9 % (2 sigma)
+    assert 0.945 <= np.mean(hits) <= 0.975
+
+
+def test_summary_gives_the_median_interval_or_says_there_is_none():
+    rows = [{"type": "crack", "size_mm": 2.0, "depth_fraction": np.nan, "cnr": c, "crc": 0.1} for c in range(1, 8)]
+    s = summary(rows)["crack"]
+    assert s["n_target"] == 7 and s["cnr_ci95"] == (1.0, 7.0)
+    assert format_median(s) == "median 4.00, 95 % CI [1.00, 7.00]"
+    assert format_median(summary(rows[:4])["crack"]) == "median 2.50, no 95 % CI at N < 6"
+    assert format_median(summary([])["crack"]) == "no defect"
+
+
 def test_detectability_command_writes_every_defect(tmp_path):
     act, mu, index, defects, _ = tube_with()
     paths = []
@@ -144,3 +174,16 @@ def test_detectability_command_writes_every_defect(tmp_path):
     assert float(table[0]["crc"]) == pytest.approx(1.0) and table[0]["cnr"] == ""
     assert png.stat().st_size > 10_000
     json.dumps(table)  # plain strings: any spreadsheet opens it
+
+
+def test_pooled_runs_name_each_scan_with_its_results_folder(tmp_path):
+    act, mu, index, defects, _ = tube_with()
+    rows = to_json(score_defects(act, act, mu, index, defects))
+    paths = []
+    for run in ("results", "results_s1"):
+        (tmp_path / run / "recon").mkdir(parents=True)
+        p = tmp_path / run / "recon" / "scan_000.npz"
+        np.savez(p, scan=np.array("scan_000"), detectability=rows)
+        paths.append(p)
+    assert {r["scan"] for r in collect(paths)} == {"results/scan_000", "results_s1/scan_000"}
+    assert {r["scan"] for r in collect(paths[:1])} == {"scan_000"}  # one run: the plain ids

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..report.detectability import collect, plot, summary, write_csv
+from ..report.detectability import collect, format_median, plot, summary, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--recon", nargs="+", required=True, metavar="NPZ", help="reconstructions (results/recon/{scan}.npz)"
     )
     parser.add_argument("--csv", required=True, metavar="CSV", help="results/recon/detectability.csv")
-    parser.add_argument("--png", metavar="PNG", help="CNR against defect size per type (results/recon/detectability.png)")
+    parser.add_argument(
+        "--png", metavar="PNG", help="CNR against defect size per type (results/recon/detectability.png)"
+    )
 
 
 def run(args: argparse.Namespace, cfg: dict) -> None:
@@ -26,11 +28,11 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     log.info("wrote %s: %d defects in %d scans", args.csv, len(rows), len({r["scan"] for r in rows}))
     for t, s in summary(rows).items():
         log.info(
-            "%s: %d defects; target population N=%d, median CNR %.2f (target %g), median CRC %.3f",
+            "%s: %d defects; target population N=%d, CNR %s (target %g), median CRC %.3f",
             t,
             s["n"],
             s["n_target"],
-            s["median_cnr"],
+            format_median(s),
             s["target"],
             s["median_crc"],
         )
