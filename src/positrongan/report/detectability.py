@@ -45,7 +45,7 @@ def collect(recon_paths: list[str | Path]) -> list[dict]:
         if "detectability" not in r:
             continue
         if pooled:
-            scan = f"{path.resolve().parent.parent.name}/{scan}"
+            scan = f"{path.absolute().parent.parent.name}/{scan}"
         for row in from_json(r["detectability"]):
             rows.append({"scan": scan, **row})
     return rows
