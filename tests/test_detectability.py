@@ -37,7 +37,7 @@ def tube_with(cold_radius_px=6.0, crack=True):
     vol = lambda a: np.repeat(a[None].astype(np.float32), PLANES, axis=0)  # noqa: E731
     defects = [{"type": "blockage", "size": {"radius_mm": cold_radius_px, "length_mm": 50.0}}]
     if crack:
-        defects.append({"type": "crack", "size": {"width_mm": 2.0, "length_mm": 50.0}})
+        defects.append({"type": "crack", "size": {"width_mm": 2.0, "length_mm": 50.0, "wall_mm": 4.0}})
     return vol(act), vol(mu), vol(index).astype(np.uint8), defects, (x, y)
 
 
@@ -45,6 +45,7 @@ def test_a_perfect_image_recovers_every_contrast():
     act, mu, index, defects, _ = tube_with()
     rows = score_defects(act * 7.0, act, mu, index, defects)
     assert [r["type"] for r in rows] == ["blockage", "crack"]
+    assert np.isnan(rows[0]["wall_mm"]) and rows[1]["wall_mm"] == 4.0  # the wall beside a crack, from its size
     for r in rows:
         assert r["crc"] == pytest.approx(1.0, abs=1e-9)
         assert r["defect_px"] > 0 and r["fluid_px"] >= 8 and r["reference_px"] >= 8

@@ -68,9 +68,16 @@ def test_defects_are_drawn_from_the_seed_within_the_configured_ranges():
     assert a.describe() == b.describe() and a.describe() != c.describe()
     kinds = [d.type for d in a.defects]
     assert kinds.count("crack") == 2 and 1 <= kinds.count("pit") <= 3 and "bubble" not in kinds
+    shape = a.describe()
     for d in a.defects:
         if d.type == "crack":
             assert 1.0 <= d.size["width_mm"] <= 2.5 and 10.0 <= d.size["length_mm"] <= 40.0
+        if d.type in ("crack", "pit"):
+            # The wall at the defect: t0 (1 + v cos(phi - phi0)), the thickness law of the module.
+            t = shape["wall_thickness_mm"] * (1 + shape["wall_variation"] * math.cos(d.phi - shape["wall_phase_rad"]))
+            assert d.size["wall_mm"] == pytest.approx(t, rel=1e-12)
+        if d.type == "pit":
+            assert d.size["depth_mm"] == pytest.approx(d.size["depth_fraction"] * t, rel=1e-12)
 
 
 def test_crack_lets_fluid_through_the_wall_and_bubble_is_gas():

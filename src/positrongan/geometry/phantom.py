@@ -42,8 +42,9 @@ class Defect:
     Attributes:
         type: crack, pit, blockage or bubble.
         centre_mm: (x, y, z) of its centre in scanner coordinates.
-        size: its sizes (crack: width_mm, length_mm; pit: radius_mm, depth_fraction, depth_mm;
-            blockage: radius_mm, length_mm; bubble: radius_mm).
+        size: its sizes (crack: width_mm, length_mm, wall_mm; pit: radius_mm, depth_fraction, depth_mm,
+            wall_mm; blockage: radius_mm, length_mm; bubble: radius_mm). wall_mm is the wall's
+            thickness at the defect's azimuth.
         phi: azimuth in the tube's local frame (cracks, pits, blockages).
         local_centre: (u, v, z) centre in the local frame.
     """
@@ -130,12 +131,12 @@ class TubePhantom:
             z = float(rng.uniform(-half + ln / 2, half - ln / 2)) if ln < self.length_mm else 0.0
             r = (rin + rout) / 2
             local = (r * math.cos(phi), r * math.sin(phi), z)
-            size = {"width_mm": w, "length_mm": ln}
+            size = {"width_mm": w, "length_mm": ln, "wall_mm": rout - rin}
         elif kind == "pit":
             rad, f = float(rng.uniform(*spec["radius_mm"])), float(rng.uniform(*spec["depth_fraction"]))
             z = float(rng.uniform(-half + rad, half - rad))
             local = (rin * math.cos(phi), rin * math.sin(phi), z)
-            size = {"radius_mm": rad, "depth_fraction": f, "depth_mm": f * (rout - rin)}
+            size = {"radius_mm": rad, "depth_fraction": f, "depth_mm": f * (rout - rin), "wall_mm": rout - rin}
         elif kind == "blockage":
             rad, ln = float(rng.uniform(*spec["radius_mm"])), float(rng.uniform(*spec["length_mm"]))
             rad = min(rad, 0.9 * float(self.r_in(np.linspace(0, 2 * np.pi, 361)).min()))

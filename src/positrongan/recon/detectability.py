@@ -51,6 +51,7 @@ COLUMNS = (
     "size_name",
     "size_mm",
     "depth_fraction",
+    "wall_mm",
     "planes",
     "defect_px",
     "fluid_px",
@@ -127,6 +128,7 @@ def score_defects(
             "size_name": SIZE_KEY[d["type"]],
             "size_mm": float(d["size"][SIZE_KEY[d["type"]]]),
             "depth_fraction": float(d["size"].get("depth_fraction", math.nan)),
+            "wall_mm": float(d["size"].get("wall_mm", math.nan)),  # cracks, pits; absent in older truths
             "planes": int(planes.size),
             "defect_px": int(mask.sum()),
             "fluid_px": int(fluid.sum()),
