@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from positrongan.cli import main
-from positrongan.recon.detectability import from_json, score_defects, to_json
+from positrongan.recon.detectability import from_json, score_defects, to_json, wall_search
 from positrongan.report.detectability import collect, format_median, in_target_population, median_ci95, summary
 
 G, PLANES = 64, 6
@@ -113,6 +113,69 @@ def test_an_unresolved_defect_scores_nan_not_a_number_made_up():
     assert np.isnan(rows[0]["crc"]) and np.isnan(rows[0]["cnr"]) and rows[0]["defect_px"] == 0
 
 
+def test_a_noise_free_crack_is_the_brightest_spot_of_the_wall_in_every_slice():
+    act, mu, index, defects, _ = tube_with()
+    (row,) = wall_search(act * 7.0, act, mu, index, defects)  # the blockage is cold: not searched
+    assert row["type"] == "crack" and row["planes"] == PLANES
+    assert row["found_length"] == 1.0 and row["found_slice"] == 1.0
+    assert np.isnan(row["snr_length"])  # the null is flat: no noise, no SNR
+    # The wall (20-24 px) is ~138 px round; the null keeps what lies 1.5 windows (4 px) clear
+    # of the crack on each side: about 31 windows.
+    assert 25 < row["null_windows"] < 35
+
+
+def test_search_on_pure_noise_scores_near_zero_and_rarely_finds():
+    act, mu, index, defects, _ = tube_with()
+    rng = np.random.default_rng(11)
+    rows = [wall_search(1.0 + 0.2 * rng.standard_normal(act.shape), act, mu, index, defects)[0] for _ in range(150)]
+    snr = np.array([r["snr_length"] for r in rows])
+    found = np.array([r["found_length"] for r in rows])
+    # A normalised score: mean 0, SD 1 (sampling error of the null's SD over ~31 windows adds a little).
+    assert abs(snr.mean()) < 0.25 and 0.8 < snr.std() < 1.35
+    # The crack's window beats every one of ~31 independent null windows by chance about 1 in 32
+    # times (less, the null's maximum being over overlapping windows): 150 tries expect <= ~5.
+    assert found.sum() <= 10
+
+
+def test_search_snr_grows_with_the_crack_and_another_hot_defect_is_no_false_alarm():
+    act, mu, index, defects, (x, y) = tube_with()
+    # A pit, far brighter than the crack, on the wall at +y: a find of its own, not a null window.
+    pit = (np.hypot(x, y - 22) < 2.5) & (index[0] == 0) & (mu[0] == MU_AL)
+    index = np.where(pit[None], 3, index).astype(np.uint8)
+    defects = defects + [{"type": "pit", "size": {"radius_mm": 2.5, "depth_fraction": 1.0}}]
+    rng = np.random.default_rng(5)
+    noise = 0.2 * rng.standard_normal(act.shape)
+    slit = index == 2
+    snrs = []
+    for c in (0.0, 0.2, 0.5):
+        image = 1.0 + noise + c * slit + 5.0 * (index == 3)
+        crack = wall_search(image, act, mu, index, defects)[0]
+        snrs.append(crack["snr_length"])
+    assert snrs[0] < snrs[1] < snrs[2] and snrs[2] > 5.0
+    assert crack["found_length"] == 1.0  # the brighter pit is excluded from the crack's null
+
+
+def test_search_measures_the_wall_against_its_own_depth_not_its_thickness():
+    # An eccentric lumen: the wall is 2.5 px thick at +x and 5.5 px at -x, where a faint crack
+    # runs through it. Blurred without noise, the thin wall is brighter (more of it lies in the
+    # fluid's roll-off) than the crack's thick wall; measured against the intact wall at the same
+    # depth from the lumen, the crack is still the brightest spot.
+    from scipy import ndimage
+
+    c = np.arange(G) - G / 2 + 0.5
+    x, y = np.meshgrid(c, c)
+    fluid = np.hypot(x - 1.5, y) < 20
+    wall = (np.hypot(x, y) < 24) & ~fluid
+    slit = wall & (x < 0) & (np.abs(y) <= 1.0)
+    act = np.where(fluid, 1.0, 0.0) + np.where(slit, 1.0, 0.0)
+    mu = np.where(fluid | slit, MU_WATER, 0.0) + np.where(wall & ~slit, MU_AL, 0.0)
+    vol = lambda a: np.repeat(a[None].astype(np.float32), PLANES, axis=0)  # noqa: E731
+    image = ndimage.gaussian_filter(np.where(fluid, 1.0, 0.0) + 0.3 * slit, 1.5)
+    defects = [{"type": "crack", "size": {"width_mm": 2.0, "length_mm": 50.0}}]
+    (row,) = wall_search(vol(image), vol(act), vol(mu), vol(slit).astype(np.uint8), defects)
+    assert row["found_length"] == 1.0 and row["found_slice"] == 1.0 and row["snr_length"] > 3.0
+
+
 def test_rows_round_trip_through_the_recon_npz_json():
     rows = [{"defect": 0, "type": "pit", "crc": float("nan"), "cnr": 1.5}]
     back = from_json(to_json(rows))
@@ -152,13 +215,16 @@ def test_summary_gives_the_median_interval_or_says_there_is_none():
     assert format_median(s) == "median 4.00, 95 % CI [1.00, 7.00]"
     assert format_median(summary(rows[:4])["crack"]) == "median 2.50, no 95 % CI at N < 6"
     assert format_median(summary([])["crack"]) == "no defect"
+    # Found along the wall: counted over the target population that the search scored.
+    rows[0]["search_found"], rows[1]["search_found"], rows[2]["search_found"] = 1.0, 0.0, float("nan")
+    assert (summary(rows)["crack"]["searched"], summary(rows)["crack"]["found"]) == (2, 1)
 
 
 def test_detectability_command_writes_every_defect(tmp_path):
     act, mu, index, defects, _ = tube_with()
     paths = []
     for k, scan in enumerate(("scan_000", "scan_001")):
-        rows = score_defects(act * (1 + 0.05 * k), act, mu, index, defects)
+        rows = score_defects(act * (1 + 0.05 * k), act, mu, index, defects, search=True)
         p = tmp_path / f"{scan}.npz"
         np.savez(p, scan=np.array(scan), detectability=to_json(rows))
         paths.append(str(p))
@@ -173,6 +239,9 @@ def test_detectability_command_writes_every_defect(tmp_path):
         ("scan_001", "crack"),
     ]
     assert float(table[0]["crc"]) == pytest.approx(1.0) and table[0]["cnr"] == ""
+    # The wall search: cracks and pits only; a noise-free crack is found in every slice.
+    assert table[0]["search_found"] == "" and table[1]["search_found"] == "1.0"
+    assert table[1]["search_found_slices"] == "1.0" and table[1]["search_snr"] == ""
     assert png.stat().st_size > 10_000
     json.dumps(table)  # plain strings: any spreadsheet opens it
 

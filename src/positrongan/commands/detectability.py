@@ -27,14 +27,16 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     write_csv(args.csv, rows)
     log.info("wrote %s: %d defects in %d scans", args.csv, len(rows), len({r["scan"] for r in rows}))
     for t, s in summary(rows).items():
+        found = f"; found along the wall: {s['found']} of {s['searched']}" if s["searched"] else ""
         log.info(
-            "%s: %d defects; target population N=%d, CNR %s (target %g), median CRC %.3f",
+            "%s: %d defects; target population N=%d, CNR %s (target %g), median CRC %.3f%s",
             t,
             s["n"],
             s["n_target"],
             format_median(s),
             s["target"],
             s["median_crc"],
+            found,
         )
     if args.png:
         plot(args.png, rows, f"detectability of {len(rows)} defects in {len({r['scan'] for r in rows})} scans")

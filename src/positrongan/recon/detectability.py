@@ -21,6 +21,10 @@ CNR = contrast / std(F): the noise is the pixel standard deviation of the local 
 region an inspector compares the defect against. CRC = (contrast / mean(F)) of the image over
 the same ratio of the truth on the same pixels, so a perfect image scores 1 and the
 truth's own partial volume at this scale is not counted as a loss.
+
+Cracks and pits are also scored as a search (:func:`wall_search`): is the defect the brightest
+spot of the wall when a window slides round it, and by how many SDs of the wall's own
+window-to-window spread does it stand out?
 """
 
 from __future__ import annotations
@@ -60,7 +64,30 @@ COLUMNS = (
     "cnr",
     "contrast",
     "noise",
+    "search_snr",
+    "search_found",
+    "search_snr_slice",
+    "search_found_slices",
 )
+# wall_search's keys under their CSV names (cracks and pits; NaN for cold defects).
+SEARCH_COLUMNS = {
+    "snr_length": "search_snr",
+    "found_length": "search_found",
+    "snr_slice": "search_snr_slice",
+    "found_slice": "search_found_slices",
+}
+
+
+def _at_dataset_scale(image, activity, mu, defect_index, image_size, slice_planes):
+    """(image as float64, activity over the fluid level, mu, defect index) at the dataset's slice
+    scale (the defect index resized by nearest neighbour)."""
+    shapes = {a.shape for a in (image, activity, mu, defect_index)}
+    if len(shapes) != 1:
+        raise ValueError(f"image, activity, mu and defect_index differ in shape: {sorted(shapes)}")
+    size = image.shape[-1] if image_size is None else image_size
+    image, activity, mu = (dataset_scale(v, size, slice_planes) for v in (image, activity, mu))
+    act = activity / (float(activity.max()) or 1.0)
+    return image.astype(np.float64), act, mu, resize_volume(defect_index, size, labels=True)
 
 
 def _disc(radius: int) -> np.ndarray:
@@ -78,8 +105,12 @@ def score_defects(
     slice_planes: int = 1,
     ring_px: int = RING_PX,
     edge_px: int = EDGE_PX,
+    search: bool = False,
 ) -> list[dict]:
-    """CRC and CNR of every defect (see the module docstring for the regions).
+    """CRC and CNR of every defect (see the module docstring for the regions), and with
+    ``search`` for cracks and pits the search score of :func:`wall_search` (``SEARCH_COLUMNS``;
+    NaN without it: the enhancement study scores thousands of candidate stacks and reads only
+    CRC and CNR).
 
     Params:
         image: (planes, g, g) reconstruction.
@@ -91,21 +122,14 @@ def score_defects(
         slice_planes: planes averaged into one dataset slice.
         ring_px: width of the neighbourhood in pixels at that size.
         edge_px: distance kept between the fluid background and any non-fluid pixel.
+        search: also run the wall search.
     Returns:
         One dict per defect, keys ``COLUMNS`` less ``scan``; CRC and CNR are NaN when the
         defect or its background has no pixel at this scale.
     """
     from scipy import ndimage
 
-    shapes = {a.shape for a in (image, activity, mu, defect_index)}
-    if len(shapes) != 1:
-        raise ValueError(f"image, activity, mu and defect_index differ in shape: {sorted(shapes)}")
-    size = image.shape[-1] if image_size is None else image_size
-    image, activity, mu = (dataset_scale(v, size, slice_planes) for v in (image, activity, mu))
-    defect_index = resize_volume(defect_index, size, labels=True)
-    image = image.astype(np.float64)
-    fluid_level = float(activity.max()) or 1.0
-    act = activity / fluid_level
+    image, act, mu, defect_index = _at_dataset_scale(image, activity, mu, defect_index, image_size, slice_planes)
     disc, edge = _disc(ring_px), _disc(edge_px)
     any_defect = defect_index > 0
     pure = (act >= PURE) & ~any_defect
@@ -154,12 +178,183 @@ def score_defects(
             if noise > 0:
                 row["cnr"] = float(c_img / noise)
         rows.append(row)
+    searched = _search_scaled(image, act, mu, defect_index, defects, SEARCH_WINDOW_PX) if search else []
+    found = {f["defect"]: f for f in searched}
+    for row in rows:
+        f = found.get(row["defect"], {})
+        row.update({col: f.get(key, math.nan) for key, col in SEARCH_COLUMNS.items()})
     return rows
 
 
+# ---- finding a hot defect along the wall ----------------------------------------------------
+
+SEARCH_WINDOW_PX = 4  # 6 mm of arc at the default 64 px scale: about the image's resolution
+SEARCH_STEP_DEG = 1.0
+SEARCH_MIN_NULL_WINDOWS = 4.0  # independent windows (null arc / window) needed for a score
+# Null windows keep this many windows of arc from any crack or pit: the image blurs a defect over
+# about one window, and a window half on it would count its own signal as the wall's.
+SEARCH_CLEAR_WINDOWS = 1.5
+
+
+def _angle_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a - b| wrapped to [0, pi] (radians)."""
+    return np.abs((a - b + np.pi) % (2.0 * np.pi) - np.pi)
+
+
+def _window_sums(phi: np.ndarray, radius: np.ndarray, values: np.ndarray, centres: np.ndarray, width: float):
+    """Sum of ``values`` and number of pixels within ``width`` / 2 of arc (radius x angle) of each
+    azimuth in ``centres``."""
+    inside = radius[None, :] * _angle_gap(phi[None, :], centres[:, None]) <= width / 2.0
+    return inside @ values, inside.sum(1)
+
+
+def wall_search(
+    image: np.ndarray,
+    activity: np.ndarray,
+    mu: np.ndarray,
+    defect_index: np.ndarray,
+    defects: Sequence[dict],
+    image_size: int | None = None,
+    slice_planes: int = 1,
+    window_px: float = SEARCH_WINDOW_PX,
+) -> list[dict]:
+    """Would an inspector who scans the tube's wall find each crack and pit? A search score that
+    complements the pixel CNR of :func:`score_defects`, which adds it to every crack's and pit's
+    row (docs/detectability.md, "Finding cracks and pits along the wall").
+
+    At the same scale as :func:`score_defects`, in each plane the defect cuts: the wall band is
+    the intact wall W of every defect's regions (no true activity, aluminium) plus the hot
+    defects' own pixels; each band pixel has an azimuth about the centroid of the tube's section
+    (fluid and wall, holes filled) in its plane, and a depth (whole pixels from the lumen). Each
+    band pixel is measured against the median of the plane's intact wall at its depth, so the
+    fluid's blur rolling off across a wall of varying thickness is not taken for a defect. A
+    window of ``window_px`` of arc slides round the band in steps of ``SEARCH_STEP_DEG``; its
+    statistic is the mean of those differences over the band pixels it holds. The defect's
+    statistic is the window at the circular mean azimuth of its own pixels. The null windows are those whose centre lies more than 1.5 windows of arc from
+    every pixel of every hot defect in those planes (another crack or pit is a find, not a false
+    alarm; cold defects stay in the background). Then
+
+    - ``snr_length``: (defect's statistic - mean of the null) / SD of the null, with the band of
+      all the planes the defect cuts pooled (an observer who averages along its length);
+    - ``found_length``: the defect's statistic exceeds every null window (it is the brightest
+      spot of the wall outside other hot defects);
+    - ``snr_slice`` and ``found_slice``: the same per dataset slice (each plane alone), the median
+      SNR and the fraction of its planes in which it is found.
+
+    Pure noise gives an SNR near 0 and finds a defect rarely (at most about once in null
+    windows + 1: the null's maximum is over overlapping windows); a noise-free image with the
+    defect finds it at every plane. NaN (found: NaN) where the defect has no
+    pixel at this scale or its null arc holds fewer than ``SEARCH_MIN_NULL_WINDOWS`` windows.
+
+    Returns one dict per crack and pit: defect, type, planes, null_windows (independent
+    windows in the pooled null: its arc / window), snr_length, found_length, snr_slice,
+    found_slice.
+    """
+    image, act, mu, defect_index = _at_dataset_scale(image, activity, mu, defect_index, image_size, slice_planes)
+    return _search_scaled(image, act, mu, defect_index, defects, window_px)
+
+
+def _search_scaled(image, act, mu, defect_index, defects, window_px):
+    """:func:`wall_search` on maps already at the dataset's scale."""
+    from scipy import ndimage
+
+    size = image.shape[-1]
+    hot_ids = [k + 1 for k, d in enumerate(defects) if d["type"] in HOT]
+    hot_px = np.isin(defect_index, hot_ids)
+    intact = (act <= 1.0 - PURE) & (mu >= WALL_MU_PER_MM) & (defect_index == 0)
+    band = intact | hot_px
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    centres = np.deg2rad(np.arange(0.0, 360.0, SEARCH_STEP_DEG))
+    step_arc = np.deg2rad(SEARCH_STEP_DEG)
+
+    def plane_geometry(p: int):
+        section = ndimage.binary_fill_holes((act[p] >= 0.5) | (mu[p] >= WALL_MU_PER_MM))
+        if not section.any():
+            return None
+        cy, cx = yy[section].mean(), xx[section].mean()
+        phi = np.arctan2(yy - cy, xx - cx)
+        radius = np.hypot(yy - cy, xx - cx)
+        # The wall's level at each depth: the fluid's blur rolls off across the wall, so a window
+        # holding more pixels next to the fluid would be brighter for no defect. Each band pixel
+        # is measured against the median of the intact wall at its depth (whole pixels from the
+        # lumen) round the plane.
+        lumen = ndimage.binary_fill_holes((act[p] >= 0.5) & ~hot_px[p])
+        depth = np.ceil(ndimage.distance_transform_edt(~lumen))
+        level = np.full(image[p].shape, np.nan)
+        for shell in np.unique(depth[band[p]]):
+            ref = intact[p] & (depth == shell)
+            if ref.sum() >= MIN_BACKGROUND_PX:
+                level[depth == shell] = np.median(image[p][ref])
+        return phi, radius, image[p] - level
+
+    geometry = {}
+    rows = []
+    for k, d in enumerate(defects):
+        if d["type"] not in HOT:
+            continue
+        mask = defect_index == k + 1
+        planes = [int(p) for p in np.flatnonzero(mask.reshape(len(mask), -1).any(1))]
+        row = {"defect": k, "type": d["type"], "planes": len(planes), "null_windows": math.nan}
+        row.update(snr_length=math.nan, found_length=math.nan, snr_slice=math.nan, found_slice=math.nan)
+        for p in planes:
+            if p not in geometry:
+                geometry[p] = plane_geometry(p)
+        planes = [p for p in planes if geometry[p] is not None]
+        if not planes:
+            rows.append(row)
+            continue
+        # The defect's azimuth in each plane, and along its length (the circular means).
+        own = [np.exp(1j * geometry[p][0][mask[p]]).mean() for p in planes]
+        thetas = np.angle(own)
+        theta_all = float(np.angle(np.mean(own)))
+        per_plane = []
+        total, count, clear_all, radii = 0.0, 0.0, True, []
+        for p, theta in zip(planes, thetas):
+            phi, radius, residual = geometry[p]
+            # Null windows: centres clear of every hot defect's pixels here.
+            others = hot_px[p]
+            gap = _angle_gap(phi[others][None, :], centres[:, None])
+            clear = (radius[others][None, :] * gap).min(1) > SEARCH_CLEAR_WINDOWS * window_px
+            sel = band[p] & np.isfinite(residual)
+            # Window sums at the null centres, the defect's azimuth here and along its length.
+            sums, n = _window_sums(phi[sel], radius[sel], residual[sel], np.r_[centres, theta, theta_all], window_px)
+            r_band = float(np.median(radius[sel])) if sel.any() else 0.0
+            per_plane.append(_score(sums[-2], n[-2], sums[:-2][clear], n[:-2][clear], r_band, window_px, step_arc))
+            total, count, clear_all = total + sums, count + n, clear_all & clear
+            radii.append(radius[sel])
+        r_band = float(np.median(np.concatenate(radii)))
+        snr, found, windows = _score(
+            total[-1], count[-1], total[:-2][clear_all], count[:-2][clear_all], r_band, window_px, step_arc
+        )
+        row.update(null_windows=windows, snr_length=snr, found_length=found)
+        snrs = [q[0] for q in per_plane if not math.isnan(q[0])]
+        founds = [q[1] for q in per_plane if not math.isnan(q[1])]
+        if snrs:
+            row["snr_slice"] = float(np.median(snrs))
+        if founds:
+            row["found_slice"] = float(np.mean(founds))
+        rows.append(row)
+    return rows
+
+
+def _score(stat_sum, stat_n, null_sums, null_n, r_band, window_px, step_arc):
+    """(SNR, found, independent null windows) of a window's mean against the null windows'
+    means (each given as the sum and the number of its pixels)."""
+    keep = null_n > 0
+    null = null_sums[keep] / null_n[keep]
+    windows = float(null.size * step_arc * r_band / window_px)
+    if stat_n == 0 or not windows >= SEARCH_MIN_NULL_WINDOWS:  # also NaN: no band pixel
+        return math.nan, math.nan, windows
+    stat = stat_sum / stat_n
+    sd = null.std(ddof=1)
+    snr = float((stat - null.mean()) / sd) if sd > 0 else math.nan  # a noise-free image: found, no SNR
+    return snr, float(stat > null.max()), windows
+
+
 def score_scan(image: np.ndarray, truth: dict, dataset_cfg: dict) -> list[dict] | None:
-    """:func:`score_defects` of a reconstruction against its truth npz at the scale of the
-    ``dataset`` config section; None when the truth has no per-defect index (an older file)."""
+    """:func:`score_defects`, wall search included, of a reconstruction against its truth npz at
+    the scale of the ``dataset`` config section; None when the truth has no per-defect index (an
+    older file)."""
     if "defect_index" not in truth:
         return None
     return score_defects(
@@ -170,6 +365,7 @@ def score_scan(image: np.ndarray, truth: dict, dataset_cfg: dict) -> list[dict] 
         defect_list(truth),
         dataset_cfg["image_size"],
         dataset_cfg["slice_planes"],
+        search=True,
     )
 
 

@@ -74,12 +74,15 @@ def median_ci95(values) -> tuple[float, float]:
 
 def summary(rows: list[dict]) -> dict[str, dict]:
     """Per type: number of defects, and over the target population its N, median CNR (with the
-    95 % interval of :func:`median_ci95`) and median CRC."""
+    95 % interval of :func:`median_ci95`) and median CRC; for cracks and pits also how many of
+    the target population the wall search scored (``searched``) and found (``found``)."""
     out = {}
     for t in TYPES:
         mine = [r for r in rows if r["type"] == t]
         pop = [r for r in mine if in_target_population(r) and not math.isnan(r["cnr"])]
         cnr = [r["cnr"] for r in pop]
+        # Rows of older recon files have no search columns.
+        searched = [r["search_found"] for r in mine if in_target_population(r) and _finite(r.get("search_found"))]
         out[t] = {
             "n": len(mine),
             "n_target": len(pop),
@@ -87,8 +90,14 @@ def summary(rows: list[dict]) -> dict[str, dict]:
             "cnr_ci95": median_ci95(cnr),
             "median_crc": float(np.median([r["crc"] for r in pop])) if pop else math.nan,
             "target": CNR_TARGET[t],
+            "searched": len(searched),
+            "found": int(sum(f == 1.0 for f in searched)),
         }
     return out
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def format_median(s: dict) -> str:
@@ -108,17 +117,19 @@ def plot(path: str | Path, rows: list[dict], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4.1), squeeze=False)
+    fig, axes = plt.subplots(1, 4, figsize=(15, 4.4), squeeze=False)
     stats = summary(rows)
     for ax, t in zip(axes[0], TYPES):
         mine = [r for r in rows if r["type"] == t]
         ok = [r for r in mine if not math.isnan(r["cnr"])]
         size_name = {"crack": "width", "pit": "depth", "blockage": "radius", "bubble": "radius"}[t]
-        pop = [in_target_population(r) for r in ok]
+        colours = ["C3" if in_target_population(r) else "C7" for r in ok]
+        missed = [r.get("search_found") == 0.0 for r in ok]  # hollow: the wall search did not find it
         ax.scatter(
             [r["size_mm"] for r in ok],
             [r["cnr"] for r in ok],
-            c=["C3" if p else "C7" for p in pop],
+            facecolors=["none" if m else c for c, m in zip(colours, missed)],
+            edgecolors=colours,
             s=22,
         )
         ax.axhline(CNR_TARGET[t], ls="--", color="k", lw=0.8, label=f"target {CNR_TARGET[t]:g}")
@@ -126,14 +137,18 @@ def plot(path: str | Path, rows: list[dict], title: str) -> None:
         s = stats[t]
         ax.set_title(
             f"{t}: N={len(mine)} ({len(mine) - len(ok)} unresolved)\n"
-            f"target population N={s['n_target']}\nCNR {format_median(s)}",
+            f"target population N={s['n_target']}\nCNR {format_median(s)}"
+            + (f"\nfound along the wall: {s['found']} of {s['searched']}" if s["searched"] else ""),
             fontsize=8,
         )
         ax.set_xlabel(f"{size_name} [mm]")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
     axes[0, 0].set_ylabel("CNR (local fluid noise)")
-    fig.suptitle(title + "   (red: defects the target applies to)", fontsize=10)
+    fig.suptitle(
+        title + "   (red: defects the target applies to; hollow: a crack or pit the wall search did not find)",
+        fontsize=10,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

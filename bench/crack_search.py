@@ -1,0 +1,180 @@
+"""Would an inspector who scans the wall find each crack and pit? The search score of
+:func:`positrongan.recon.detectability.wall_search` (a window sliding round the tube's wall),
+against the pipeline's pixel CNR, for the reference images of one or more runs and, with
+--lowcount, their short-scan twins (docs/detectability.md, "Finding cracks along the wall").
+
+Writes one CSV row per crack and pit and image, prints a JSON summary per type and counts (the
+target population of each type: N, the median search SNR with its sign-test 95 % interval, the
+fraction found with its Clopper-Pearson 95 % interval, along the whole length and per slice,
+Spearman's rho of the search SNR with the pixel CNR), and with --png a figure.
+
+Run (the runs' own post-filtered images; nothing is reconstructed):
+    python bench/crack_search.py --results results_s0 results_s1 results_s2 results_s3 \\
+        --lowcount --csv search.csv --png docs/figures/crack_search.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+from scipy.stats import binomtest, spearmanr
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from positrongan.report.detectability import CNR_TARGET, in_target_population, median_ci95  # noqa: E402
+
+REFERENCE = "reference"
+
+
+def _images(results: Path, lowcount: bool):
+    """(scan, counts tag, recon npz path) of a run: the reference images, then the twins."""
+    for path in sorted((results / "recon").glob("scan_*.npz")):
+        yield path.stem, REFERENCE, path
+        if lowcount:
+            for twin in sorted((results / "recon" / "lowcount").glob(f"{path.stem}_f*.npz")):
+                tag = twin.stem[len(path.stem) + 1 :]
+                if re.fullmatch(r"f[0-9.e+-]+", tag):  # not the _iterations candidates
+                    yield path.stem, tag, twin
+
+
+def score(results: list[str], config: list[str], lowcount: bool) -> pd.DataFrame:
+    """The rows of :func:`positrongan.recon.detectability.score_scan` (pixel CNR and wall search)
+    of every crack and pit of every image, with its run, scan and counts."""
+    from positrongan.config import load
+    from positrongan.geometry.grid import ReconGrid
+    from positrongan.geometry.scanner import Scanner
+    from positrongan.io import load_npz
+    from positrongan.recon.detectability import HOT, score_scan
+    from positrongan.recon.driver import load_truth
+
+    cfg = load(config)
+    grid = ReconGrid.from_config(Scanner.from_config(cfg["scanner"]), cfg["reconstruction"])
+    rows = []
+    for folder in map(Path, results):
+        truths = {}
+        for scan, tag, path in _images(folder, lowcount):
+            if scan not in truths:
+                truths[scan] = load_truth(folder / "truth" / f"{scan}.npz", grid)
+            scored = score_scan(load_npz(path, required=("image",))["image"], truths[scan], cfg["dataset"])
+            if scored is None:
+                raise SystemExit(f"{folder}/truth/{scan}.npz has no defect_index (an older truth); rerun the run")
+            hot = [r for r in scored if r["type"] in HOT]
+            rows += [{"results": folder.name, "scan": scan, "counts": tag, **r} for r in hot]
+            print(f"{folder.name}/{scan} {tag}: {len(hot)} cracks and pits", file=sys.stderr, flush=True)
+    df = pd.DataFrame(rows)
+    df["target"] = [in_target_population(r) for r in df[["type", "size_mm", "depth_fraction"]].to_dict("records")]
+    return df
+
+
+def _fraction(found: pd.Series) -> dict:
+    v = found.dropna()
+    k = int(round(float(v.sum())))
+    if not len(v):
+        return {"n": 0}
+    ci = binomtest(k, len(v)).proportion_ci(0.95)  # Clopper-Pearson
+    return {
+        "n": int(len(v)),
+        "found": k,
+        "fraction": round(k / len(v), 3),
+        "ci95": [round(ci.low, 3), round(ci.high, 3)],
+    }
+
+
+def summarise(df: pd.DataFrame) -> dict:
+    out = {}
+    for (kind, tag), part in df[df["target"]].groupby(["type", "counts"]):
+        snr = part["search_snr"].dropna()
+        lo, hi = median_ci95(snr)
+        both = part.dropna(subset=["search_snr", "cnr"])
+        entry = {
+            "n": int(len(part)),
+            "median_search_snr": round(float(snr.median()), 2) if len(snr) else math.nan,
+            "search_snr_ci95": [round(lo, 2), round(hi, 2)],
+            "search_found": _fraction(part["search_found"]),
+            "mean_found_slices": round(float(part["search_found_slices"].mean()), 3),
+            "median_search_snr_slice": round(float(part["search_snr_slice"].median()), 2),
+            "median_pixel_cnr": round(float(part["cnr"].median()), 2),
+            "pixel_cnr_reach_target": int((part["cnr"] >= CNR_TARGET[kind]).sum()),
+        }
+        if len(both) >= 4:
+            r = spearmanr(both["search_snr"], both["cnr"])
+            entry["spearman_snr_vs_cnr"] = {"rho": round(float(r.statistic), 3), "p": float(f"{r.pvalue:.2g}")}
+        out[f"{kind} ({tag})"] = entry
+    return out
+
+
+def figure(df: pd.DataFrame, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    ref = df[(df["counts"] == REFERENCE) & df["target"]]
+    ax = axes[0]
+    for kind, colour in (("crack", "tab:red"), ("pit", "tab:blue")):
+        part = ref[ref["type"] == kind]
+        hit = part["search_found"] == 1
+        ax.scatter(part.loc[hit, "cnr"], part.loc[hit, "search_snr"], c=colour, s=28, label=f"{kind}: found")
+        ax.scatter(part.loc[~hit, "cnr"], part.loc[~hit, "search_snr"], facecolors="none", edgecolors=colour, s=28,
+                   label=f"{kind}: not the brightest spot of the wall")  # fmt: skip
+    ax.axvline(CNR_TARGET["crack"], color="k", ls="--", lw=1, label="pixel CNR target (cracks, pits)")
+    ax.set_xlabel("pixel CNR (the pipeline's detectability.csv)")
+    ax.set_ylabel("search SNR along the defect's length")
+    ax.set_title("reference images, target population", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+    ax = axes[1]
+    tags = [REFERENCE] + sorted({t for t in df["counts"] if t != REFERENCE}, reverse=True)
+    width = 0.38
+    for j, (kind, colour) in enumerate((("crack", "tab:red"), ("pit", "tab:blue"))):
+        for i, tag in enumerate(tags):
+            part = df[df["target"] & (df["type"] == kind) & (df["counts"] == tag)]
+            f = _fraction(part["search_found"])
+            if not f["n"]:
+                continue
+            x = i + (j - 0.5) * width
+            ax.bar(x, f["fraction"], width, color=colour, alpha=0.8, label=kind if i == 0 else None)
+            ax.errorbar(x, f["fraction"], yerr=[[f["fraction"] - f["ci95"][0]], [f["ci95"][1] - f["fraction"]]],
+                        color="k", capsize=3, lw=1)  # fmt: skip
+            ax.text(x, 0.02, f"{f['found']}/{f['n']}", ha="center", fontsize=7, color="white")
+    ax.set_xticks(range(len(tags)), [t if t == REFERENCE else f"twin {t}" for t in tags])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction found (brightest spot of the wall), 95 % CI")
+    ax.set_title("found along the whole length, by counts", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Finding cracks and pits along the wall: {ref['results'].nunique()} runs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", nargs="+", required=True, help="results folders of pipeline runs")
+    ap.add_argument("--config", nargs="+", default=[str(ROOT / "config" / "config.yaml")], help="the runs' config")
+    ap.add_argument("--lowcount", action="store_true", help="also score recon/lowcount/ (the short-scan twins)")
+    ap.add_argument("--csv", help="write the per-defect rows here")
+    ap.add_argument("--png", help="write the figure here")
+    args = ap.parse_args(argv)
+    df = score(args.results, args.config, args.lowcount)
+    if df.empty:
+        raise SystemExit(f"{args.results}: no crack or pit in any reconstruction")
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    print(json.dumps(summarise(df), indent=1))
+    if args.png:
+        figure(df, args.png)
+
+
+if __name__ == "__main__":
+    main()
