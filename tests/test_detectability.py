@@ -130,8 +130,9 @@ def test_search_on_pure_noise_scores_near_zero_and_rarely_finds():
     rows = [wall_search(1.0 + 0.2 * rng.standard_normal(act.shape), act, mu, index, defects)[0] for _ in range(150)]
     snr = np.array([r["snr_length"] for r in rows])
     found = np.array([r["found_length"] for r in rows])
-    # A normalised score: mean 0, SD 1 (sampling error of the null's SD over ~31 windows adds a little).
-    assert abs(snr.mean()) < 0.25 and 0.8 < snr.std() < 1.35
+    # Mean 0; SD a little above 1: the wall's fitted trend (5 coefficients) takes part of the
+    # null's ~31 independent windows, so its SD understates the noise (1.25 measured here).
+    assert abs(snr.mean()) < 0.25 and 1.0 < snr.std() < 1.45
     # The crack's window beats every one of ~31 independent null windows by chance about 1 in 32
     # times (less, the null's maximum being over overlapping windows): 150 tries expect <= ~5.
     assert found.sum() <= 10
@@ -155,11 +156,11 @@ def test_search_snr_grows_with_the_crack_and_another_hot_defect_is_no_false_alar
     assert crack["found_length"] == 1.0  # the brighter pit is excluded from the crack's null
 
 
-def test_search_measures_the_wall_against_its_own_depth_not_its_thickness():
+def test_search_compares_a_defect_with_the_wall_around_it_not_with_the_far_side():
     # An eccentric lumen: the wall is 2.5 px thick at +x and 5.5 px at -x, where a faint crack
     # runs through it. Blurred without noise, the thin wall is brighter (more of it lies in the
-    # fluid's roll-off) than the crack's thick wall; measured against the intact wall at the same
-    # depth from the lumen, the crack is still the brightest spot.
+    # fluid's roll-off) than the crack's thick wall; with the wall's slow trend round the section
+    # taken away, the crack is still the brightest spot.
     from scipy import ndimage
 
     c = np.arange(G) - G / 2 + 0.5

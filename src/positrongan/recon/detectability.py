@@ -190,7 +190,12 @@ def score_defects(
 
 SEARCH_WINDOW_PX = 4  # 6 mm of arc at the default 64 px scale: about the image's resolution
 SEARCH_STEP_DEG = 1.0
-SEARCH_MIN_NULL_WINDOWS = 4.0  # independent windows (null arc / window) needed for a score
+SEARCH_MIN_NULL_WINDOWS = 8.0  # independent windows (null arc / window) needed for a score
+# The wall's level changes slowly round the section beyond what its depth explains (its thickness
+# varies once round, the ellipse's curvature twice): a profile with these harmonics is fitted to
+# the null windows and taken away, so a defect is compared with the wall around it, not with the
+# far side. A defect spans ~10 degrees, a harmonic of order 2 half the circle.
+SEARCH_TREND_HARMONICS = 2
 # Null windows keep this many windows of arc from any crack or pit: the image blurs a defect over
 # about one window, and a window half on it would count its own signal as the wall's.
 SEARCH_CLEAR_WINDOWS = 1.5
@@ -225,14 +230,14 @@ def wall_search(
     At the same scale as :func:`score_defects`, in each plane the defect cuts: the wall band is
     the intact wall W of every defect's regions (no true activity, aluminium) plus the hot
     defects' own pixels; each band pixel has an azimuth about the centroid of the tube's section
-    (fluid and wall, holes filled) in its plane, and a depth (whole pixels from the lumen). Each
-    band pixel is measured against the median of the plane's intact wall at its depth, so the
-    fluid's blur rolling off across a wall of varying thickness is not taken for a defect. A
-    window of ``window_px`` of arc slides round the band in steps of ``SEARCH_STEP_DEG``; its
-    statistic is the mean of those differences over the band pixels it holds. The defect's
-    statistic is the window at the circular mean azimuth of its own pixels. The null windows are those whose centre lies more than 1.5 windows of arc from
-    every pixel of every hot defect in those planes (another crack or pit is a find, not a false
-    alarm; cold defects stay in the background). Then
+    (fluid and wall, holes filled) in its plane. A window of ``window_px`` of arc slides round the
+    band in steps of ``SEARCH_STEP_DEG``; its statistic is the image's mean over the band pixels
+    it holds. The defect's statistic is the window at the circular mean azimuth of its own
+    pixels. The null windows are those whose centre lies more than ``SEARCH_CLEAR_WINDOWS``
+    windows of arc from every pixel of every hot defect in those planes (another crack or pit is
+    a find, not a false alarm; cold defects stay in the background). The wall's slow change round
+    the section (its thickness, the ellipse; ``SEARCH_TREND_HARMONICS``) is fitted to the null
+    windows by least squares and taken from every window, the defect's included. Then
 
     - ``snr_length``: (defect's statistic - mean of the null) / SD of the null, with the band of
       all the planes the defect cuts pooled (an observer who averages along its length);
@@ -241,9 +246,10 @@ def wall_search(
     - ``snr_slice`` and ``found_slice``: the same per dataset slice (each plane alone), the median
       SNR and the fraction of its planes in which it is found.
 
-    Pure noise gives an SNR near 0 and finds a defect rarely (at most about once in null
-    windows + 1: the null's maximum is over overlapping windows); a noise-free image with the
-    defect finds it at every plane. NaN (found: NaN) where the defect has no
+    Pure noise gives an SNR of mean 0 and SD about 1.2 (the trend takes 5 of the null's ~30
+    degrees of freedom) and finds a defect rarely (at most about once in null windows + 1: the
+    null's maximum is over overlapping windows); a noise-free image with the defect finds it at
+    every plane. NaN (found: NaN) where the defect has no
     pixel at this scale or its null arc holds fewer than ``SEARCH_MIN_NULL_WINDOWS`` windows.
 
     Returns one dict per crack and pit: defect, type, planes, null_windows (independent
@@ -265,27 +271,13 @@ def _search_scaled(image, act, mu, defect_index, defects, window_px):
     band = intact | hot_px
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     centres = np.deg2rad(np.arange(0.0, 360.0, SEARCH_STEP_DEG))
-    step_arc = np.deg2rad(SEARCH_STEP_DEG)
 
     def plane_geometry(p: int):
         section = ndimage.binary_fill_holes((act[p] >= 0.5) | (mu[p] >= WALL_MU_PER_MM))
         if not section.any():
             return None
         cy, cx = yy[section].mean(), xx[section].mean()
-        phi = np.arctan2(yy - cy, xx - cx)
-        radius = np.hypot(yy - cy, xx - cx)
-        # The wall's level at each depth: the fluid's blur rolls off across the wall, so a window
-        # holding more pixels next to the fluid would be brighter for no defect. Each band pixel
-        # is measured against the median of the intact wall at its depth (whole pixels from the
-        # lumen) round the plane.
-        lumen = ndimage.binary_fill_holes((act[p] >= 0.5) & ~hot_px[p])
-        depth = np.ceil(ndimage.distance_transform_edt(~lumen))
-        level = np.full(image[p].shape, np.nan)
-        for shell in np.unique(depth[band[p]]):
-            ref = intact[p] & (depth == shell)
-            if ref.sum() >= MIN_BACKGROUND_PX:
-                level[depth == shell] = np.median(image[p][ref])
-        return phi, radius, image[p] - level
+        return np.arctan2(yy - cy, xx - cx), np.hypot(yy - cy, xx - cx)
 
     geometry = {}
     rows = []
@@ -310,21 +302,21 @@ def _search_scaled(image, act, mu, defect_index, defects, window_px):
         per_plane = []
         total, count, clear_all, radii = 0.0, 0.0, True, []
         for p, theta in zip(planes, thetas):
-            phi, radius, residual = geometry[p]
+            phi, radius = geometry[p]
             # Null windows: centres clear of every hot defect's pixels here.
             others = hot_px[p]
             gap = _angle_gap(phi[others][None, :], centres[:, None])
             clear = (radius[others][None, :] * gap).min(1) > SEARCH_CLEAR_WINDOWS * window_px
-            sel = band[p] & np.isfinite(residual)
+            sel = band[p]
             # Window sums at the null centres, the defect's azimuth here and along its length.
-            sums, n = _window_sums(phi[sel], radius[sel], residual[sel], np.r_[centres, theta, theta_all], window_px)
+            sums, n = _window_sums(phi[sel], radius[sel], image[p][sel], np.r_[centres, theta, theta_all], window_px)
             r_band = float(np.median(radius[sel])) if sel.any() else 0.0
-            per_plane.append(_score(sums[-2], n[-2], sums[:-2][clear], n[:-2][clear], r_band, window_px, step_arc))
+            per_plane.append(_score(sums[-2], n[-2], theta, sums[:-2], n[:-2], clear, centres, r_band, window_px))
             total, count, clear_all = total + sums, count + n, clear_all & clear
             radii.append(radius[sel])
         r_band = float(np.median(np.concatenate(radii)))
         snr, found, windows = _score(
-            total[-1], count[-1], total[:-2][clear_all], count[:-2][clear_all], r_band, window_px, step_arc
+            total[-1], count[-1], theta_all, total[:-2], count[:-2], clear_all, centres, r_band, window_px
         )
         row.update(null_windows=windows, snr_length=snr, found_length=found)
         snrs = [q[0] for q in per_plane if not math.isnan(q[0])]
@@ -337,15 +329,27 @@ def _search_scaled(image, act, mu, defect_index, defects, window_px):
     return rows
 
 
-def _score(stat_sum, stat_n, null_sums, null_n, r_band, window_px, step_arc):
-    """(SNR, found, independent null windows) of a window's mean against the null windows'
-    means (each given as the sum and the number of its pixels)."""
-    keep = null_n > 0
-    null = null_sums[keep] / null_n[keep]
-    windows = float(null.size * step_arc * r_band / window_px)
+def _trend_basis(theta: np.ndarray) -> np.ndarray:
+    """Columns 1, cos k theta, sin k theta for k up to ``SEARCH_TREND_HARMONICS``."""
+    cols = [np.ones_like(theta)]
+    for k in range(1, SEARCH_TREND_HARMONICS + 1):
+        cols += [np.cos(k * theta), np.sin(k * theta)]
+    return np.stack(cols, axis=-1)
+
+
+def _score(stat_sum, stat_n, theta, sums, n, clear, centres, r_band, window_px):
+    """(SNR, found, independent null windows) of the window at ``theta`` (its sum and number of
+    pixels) against the null windows (``clear`` of the windows at ``centres``), after the wall's
+    slow trend round the section is fitted to the null and taken from both."""
+    keep = clear & (n > 0)
+    null = sums[keep] / n[keep]
+    windows = float(keep.sum() * np.deg2rad(SEARCH_STEP_DEG) * r_band / window_px)
     if stat_n == 0 or not windows >= SEARCH_MIN_NULL_WINDOWS:  # also NaN: no band pixel
         return math.nan, math.nan, windows
-    stat = stat_sum / stat_n
+    basis = _trend_basis(centres[keep])
+    coef = np.linalg.lstsq(basis, null, rcond=None)[0]
+    null = null - basis @ coef
+    stat = stat_sum / stat_n - float(_trend_basis(np.array([theta]))[0] @ coef)
     sd = null.std(ddof=1)
     snr = float((stat - null.mean()) / sd) if sd > 0 else math.nan  # a noise-free image: found, no SNR
     return snr, float(stat > null.max()), windows
