@@ -6,11 +6,12 @@ against the pipeline's pixel CNR, for the reference images of one or more runs a
 Writes one CSV row per crack and pit and image, prints a JSON summary per type and counts (the
 target population of each type: N, the median search SNR with its sign-test 95 % interval, the
 fraction found with its Clopper-Pearson 95 % interval, along the whole length and per slice,
-Spearman's rho of the search SNR with the pixel CNR), and with --png a figure.
+Spearman's rho of the search SNR with the pixel CNR), with --decoys the chance rate (decoy
+slits of intact wall where no defect is, scored by the same search), and with --png a figure.
 
 Run (the runs' own post-filtered images; nothing is reconstructed):
     python bench/crack_search.py --results results_s0 results_s1 results_s2 results_s3 \\
-        --lowcount --csv search.csv --png docs/figures/crack_search.png
+        --lowcount --decoys --csv search.csv --png docs/figures/crack_search.png
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, spearmanr
 
@@ -73,6 +75,72 @@ def score(results: list[str], config: list[str], lowcount: bool) -> pd.DataFrame
     return df
 
 
+def decoys(results: list[str], config: list[str], turns=(60, 120, 180, 240, 300)) -> dict:
+    """How often a place with no defect is "found": for every target crack of every reference
+    image, a decoy slit (2 px of arc of intact wall, in the same planes) at each azimuth turned by
+    ``turns`` degrees from the crack, scored as a crack by the same search (the real cracks and
+    pits stay out of its null). Decoys within the clearance of a real crack or pit are skipped."""
+    from positrongan.config import load
+    from positrongan.geometry.grid import ReconGrid
+    from positrongan.geometry.scanner import Scanner
+    from positrongan.io import load_npz
+    from positrongan.recon import detectability as det
+    from positrongan.recon.driver import load_truth
+
+    cfg = load(config)
+    grid = ReconGrid.from_config(Scanner.from_config(cfg["scanner"]), cfg["reconstruction"])
+    size, planes_per_slice = cfg["dataset"]["image_size"], cfg["dataset"]["slice_planes"]
+    clear_px = det.SEARCH_CLEAR_WINDOWS * det.SEARCH_WINDOW_PX
+    found, snr = [], []
+    for folder in map(Path, results):
+        for path in sorted((folder / "recon").glob("scan_*.npz")):
+            truth = load_truth(folder / "truth" / path.name, grid)
+            defects = det.defect_list(truth)
+            image = load_npz(path, required=("image",))["image"]
+            image, act, mu, index = det._at_dataset_scale(
+                image, truth["activity"], truth["mu"], truth["defect_index"], size, planes_per_slice
+            )
+            hot = np.isin(index, [k + 1 for k, d in enumerate(defects) if d["type"] in det.HOT])
+            intact = (act <= 1.0 - det.PURE) & (mu >= det.WALL_MU_PER_MM) & (index == 0)
+            yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+            for k, d in enumerate(defects):
+                if not (
+                    d["type"] == "crack" and in_target_population({"type": "crack", "size_mm": d["size"]["width_mm"]})
+                ):
+                    continue
+                planes = np.flatnonzero((index == k + 1).reshape(len(index), -1).any(1))
+                for turn in np.deg2rad(turns):
+                    fake = np.zeros_like(hot)
+                    for p in planes:
+                        section = (act[p] >= 0.5) | (mu[p] >= det.WALL_MU_PER_MM)
+                        cy, cx = yy[section].mean(), xx[section].mean()
+                        phi, radius = np.arctan2(yy - cy, xx - cx), np.hypot(yy - cy, xx - cx)
+                        theta = np.angle(np.exp(1j * phi[index[p] == k + 1]).mean()) + turn
+                        fake[p] = intact[p] & (radius * det._angle_gap(phi, theta) <= 1.0)
+                        near = radius[hot[p]] * det._angle_gap(phi[hot[p]], theta)
+                        if near.size and near.min() <= 2 * clear_px:
+                            fake[:] = False
+                            break
+                    if not fake.any():
+                        continue
+                    fake_index = np.where(fake, len(defects) + 1, index).astype(index.dtype)
+                    rows = det._search_scaled(
+                        image, act, mu, fake_index, defects + [{"type": "crack"}], det.SEARCH_WINDOW_PX
+                    )
+                    row = rows[-1]
+                    if not np.isnan(row["found_length"]):
+                        found.append(row["found_length"])
+                        snr.append(row["snr_length"])
+    snr = np.array(snr)
+    return {
+        "decoys": len(found),
+        "found": _fraction(pd.Series(found)),
+        "snr_mean": round(float(np.nanmean(snr)), 2),
+        "snr_sd": round(float(np.nanstd(snr)), 2),
+        "snr_ge_3": int(np.sum(snr >= 3)),
+    }
+
+
 def _fraction(found: pd.Series) -> dict:
     v = found.dropna()
     k = int(round(float(v.sum())))
@@ -110,7 +178,7 @@ def summarise(df: pd.DataFrame) -> dict:
     return out
 
 
-def figure(df: pd.DataFrame, path: str) -> None:
+def figure(df: pd.DataFrame, path: str, chance: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,6 +214,10 @@ def figure(df: pd.DataFrame, path: str) -> None:
             ax.errorbar(x, f["fraction"], yerr=[[f["fraction"] - f["ci95"][0]], [f["ci95"][1] - f["fraction"]]],
                         color="k", capsize=3, lw=1)  # fmt: skip
             ax.text(x, 0.02, f"{f['found']}/{f['n']}", ha="center", fontsize=7, color="white")
+    if chance:
+        ax.axhline(
+            chance["fraction"], color="k", ls=":", lw=1, label=f"decoys, no defect: {chance['found']}/{chance['n']}"
+        )
     ax.set_xticks(range(len(tags)), [t if t == REFERENCE else f"twin {t}" for t in tags])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction found (brightest spot of the wall), 95 % CI")
@@ -165,15 +237,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lowcount", action="store_true", help="also score recon/lowcount/ (the short-scan twins)")
     ap.add_argument("--csv", help="write the per-defect rows here")
     ap.add_argument("--png", help="write the figure here")
+    ap.add_argument("--decoys", action="store_true", help="also score decoy slits of intact wall (the chance rate)")
     args = ap.parse_args(argv)
     df = score(args.results, args.config, args.lowcount)
     if df.empty:
         raise SystemExit(f"{args.results}: no crack or pit in any reconstruction")
     if args.csv:
         df.to_csv(args.csv, index=False)
-    print(json.dumps(summarise(df), indent=1))
+    out = summarise(df)
+    if args.decoys:
+        out["decoys (reference)"] = decoys(args.results, args.config)
+    print(json.dumps(out, indent=1))
     if args.png:
-        figure(df, args.png)
+        figure(df, args.png, out["decoys (reference)"]["found"] if args.decoys else None)
 
 
 if __name__ == "__main__":
