@@ -1,7 +1,7 @@
 """Would an inspector who scans the wall find each crack and pit? The search score of
 :func:`positrongan.recon.detectability.wall_search` (a window sliding round the tube's wall),
 against the pipeline's pixel CNR, for the reference images of one or more runs and, with
---lowcount, their short-scan twins (docs/detectability.md, "Finding cracks along the wall").
+--lowcount, their short-scan twins (docs/detectability.md, "Finding cracks and pits along the wall").
 
 Writes one CSV row per crack and pit and image, prints a JSON summary per type and counts (the
 target population of each type: N, the median search SNR with its sign-test 95 % interval, the

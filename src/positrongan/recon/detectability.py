@@ -191,10 +191,10 @@ def score_defects(
 SEARCH_WINDOW_PX = 4  # 6 mm of arc at the default 64 px scale: about the image's resolution
 SEARCH_STEP_DEG = 1.0
 SEARCH_MIN_NULL_WINDOWS = 8.0  # independent windows (null arc / window) needed for a score
-# The wall's level changes slowly round the section beyond what its depth explains (its thickness
-# varies once round, the ellipse's curvature twice): a profile with these harmonics is fitted to
-# the null windows and taken away, so a defect is compared with the wall around it, not with the
-# far side. A defect spans ~10 degrees, a harmonic of order 2 half the circle.
+# The wall's level changes slowly round the section: its thickness varies once round and the
+# ellipse's curvature twice, and a thinner wall holds more of the fluid's blur. A profile with these
+# harmonics is fitted to the null windows and taken away, so a defect is compared with the wall
+# around it, not with the far side. A defect spans ~10 degrees, a harmonic of order 2 half the circle.
 SEARCH_TREND_HARMONICS = 2
 # Null windows keep this many windows of arc from any crack or pit: the image blurs a defect over
 # about one window, and a window half on it would count its own signal as the wall's.
