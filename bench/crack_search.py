@@ -102,7 +102,6 @@ def decoys(results: list[str], config: list[str], turns=(60, 120, 180, 240, 300)
             )
             hot = np.isin(index, [k + 1 for k, d in enumerate(defects) if d["type"] in det.HOT])
             intact = (act <= 1.0 - det.PURE) & (mu >= det.WALL_MU_PER_MM) & (index == 0)
-            yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
             for k, d in enumerate(defects):
                 if not (
                     d["type"] == "crack" and in_target_population({"type": "crack", "size_mm": d["size"]["width_mm"]})
@@ -112,9 +111,10 @@ def decoys(results: list[str], config: list[str], turns=(60, 120, 180, 240, 300)
                 for turn in np.deg2rad(turns):
                     fake = np.zeros_like(hot)
                     for p in planes:
-                        section = (act[p] >= 0.5) | (mu[p] >= det.WALL_MU_PER_MM)
-                        cy, cx = yy[section].mean(), xx[section].mean()
-                        phi, radius = np.arctan2(yy - cy, xx - cx), np.hypot(yy - cy, xx - cx)
+                        geometry = det.section_polar(act[p], mu[p])  # the search's own geometry
+                        if geometry is None:
+                            continue
+                        phi, radius = geometry
                         theta = np.angle(np.exp(1j * phi[index[p] == k + 1]).mean()) + turn
                         fake[p] = intact[p] & (radius * det._angle_gap(phi, theta) <= 1.0)
                         near = radius[hot[p]] * det._angle_gap(phi[hot[p]], theta)

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from positrongan.cli import main
-from positrongan.recon.detectability import from_json, score_defects, to_json, wall_search
+from positrongan.recon.detectability import from_json, score_defects, section_polar, to_json, wall_search
 from positrongan.report.detectability import collect, format_median, in_target_population, median_ci95, summary
 
 G, PLANES = 64, 6
@@ -175,6 +175,18 @@ def test_search_compares_a_defect_with_the_wall_around_it_not_with_the_far_side(
     defects = [{"type": "crack", "size": {"width_mm": 2.0, "length_mm": 50.0}}]
     (row,) = wall_search(vol(image), vol(act), vol(mu), vol(slit).astype(np.uint8), defects)
     assert row["found_length"] == 1.0 and row["found_slice"] == 1.0 and row["snr_length"] > 3.0
+
+
+def test_section_geometry_is_centred_on_the_tube_whatever_its_cold_defects():
+    # A cold defect off the axis with neither activity nor mu leaves a hole in the section; it is
+    # filled, so the centre stays the tube's and the wall's pixels keep their radii (20-24 px).
+    act, mu, index, _, (x, y) = tube_with(cold_radius_px=8.0)
+    phi, radius = section_polar(act[0], np.where(index[0] == 1, 0.0, mu[0]))
+    wall = mu[0] == MU_AL
+    assert np.allclose(radius, np.hypot(x, y), atol=0.05)
+    assert 19.9 < radius[wall].min() and radius[wall].max() < 24.1
+    assert np.allclose(np.cos(phi[wall]), (x / np.hypot(x, y))[wall], atol=1e-2)
+    assert section_polar(np.zeros((G, G)), np.zeros((G, G))) is None
 
 
 def test_rows_round_trip_through_the_recon_npz_json():

@@ -260,25 +260,27 @@ def wall_search(
     return _search_scaled(image, act, mu, defect_index, defects, window_px)
 
 
-def _search_scaled(image, act, mu, defect_index, defects, window_px):
-    """:func:`wall_search` on maps already at the dataset's scale."""
+def section_polar(activity: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(azimuth, radius) of every pixel of one plane about the centroid of the tube's section
+    there (fluid and wall, holes filled, so a bubble or blockage does not move it); None where
+    the plane cuts no section. The wall search's geometry, and its decoys' (bench/crack_search.py)."""
     from scipy import ndimage
 
-    size = image.shape[-1]
+    section = ndimage.binary_fill_holes((activity >= 0.5) | (mu >= WALL_MU_PER_MM))
+    if not section.any():
+        return None
+    yy, xx = np.mgrid[0 : activity.shape[0], 0 : activity.shape[1]].astype(np.float64)
+    cy, cx = yy[section].mean(), xx[section].mean()
+    return np.arctan2(yy - cy, xx - cx), np.hypot(yy - cy, xx - cx)
+
+
+def _search_scaled(image, act, mu, defect_index, defects, window_px):
+    """:func:`wall_search` on maps already at the dataset's scale."""
     hot_ids = [k + 1 for k, d in enumerate(defects) if d["type"] in HOT]
     hot_px = np.isin(defect_index, hot_ids)
     intact = (act <= 1.0 - PURE) & (mu >= WALL_MU_PER_MM) & (defect_index == 0)
     band = intact | hot_px
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     centres = np.deg2rad(np.arange(0.0, 360.0, SEARCH_STEP_DEG))
-
-    def plane_geometry(p: int):
-        section = ndimage.binary_fill_holes((act[p] >= 0.5) | (mu[p] >= WALL_MU_PER_MM))
-        if not section.any():
-            return None
-        cy, cx = yy[section].mean(), xx[section].mean()
-        return np.arctan2(yy - cy, xx - cx), np.hypot(yy - cy, xx - cx)
-
     geometry = {}
     rows = []
     for k, d in enumerate(defects):
@@ -290,7 +292,7 @@ def _search_scaled(image, act, mu, defect_index, defects, window_px):
         row.update(snr_length=math.nan, found_length=math.nan, snr_slice=math.nan, found_slice=math.nan)
         for p in planes:
             if p not in geometry:
-                geometry[p] = plane_geometry(p)
+                geometry[p] = section_polar(act[p], mu[p])
         planes = [p for p in planes if geometry[p] is not None]
         if not planes:
             rows.append(row)
