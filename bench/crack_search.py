@@ -108,14 +108,14 @@ def decoys(results: list[str], config: list[str], turns=(60, 120, 180, 240, 300)
                 ):
                     continue
                 planes = np.flatnonzero((index == k + 1).reshape(len(index), -1).any(1))
+                # The search's own geometry, and the crack's azimuth in each plane (once, not per turn).
+                polar = {int(p): det.section_polar(act[p], mu[p]) for p in planes}
+                polar = {p: g for p, g in polar.items() if g is not None}
+                azimuth = {p: np.angle(np.exp(1j * phi[index[p] == k + 1]).mean()) for p, (phi, _) in polar.items()}
                 for turn in np.deg2rad(turns):
                     fake = np.zeros_like(hot)
-                    for p in planes:
-                        geometry = det.section_polar(act[p], mu[p])  # the search's own geometry
-                        if geometry is None:
-                            continue
-                        phi, radius = geometry
-                        theta = np.angle(np.exp(1j * phi[index[p] == k + 1]).mean()) + turn
+                    for p, (phi, radius) in polar.items():
+                        theta = azimuth[p] + turn
                         fake[p] = intact[p] & (radius * det._angle_gap(phi, theta) <= 1.0)
                         near = radius[hot[p]] * det._angle_gap(phi[hot[p]], theta)
                         if near.size and near.min() <= 2 * clear_px:
