@@ -1,13 +1,19 @@
 """The GPU engine (``simulation.kernel: cuda``): its random streams, its kernels and its scans.
 
 Everywhere: splitmix64 seeds each decay's xoshiro256+ stream with the reference generator's
-published outputs, and the kernels compile to PTX (so a change to the shared decay that the
-GPU cannot compile fails here, on a machine without one). On a GPU (marker ``gpu``): a seeded
+published outputs; the kernels compile to PTX (so a change to the shared decay that the GPU
+cannot compile fails here, on a machine without one); and numba-cuda's simulator runs the
+kernels and the host code on the CPU, decay for decay the CPU's decays from each decay's stream
+(so a change to the slots, the rerun on overflow or the packing fails here too). On a GPU (marker ``gpu``): a seeded
 scan gives the same file twice; a chunk whose decays overflow their slots gives the singles of
 a run with room to spare; and scans agree with the CPU engine (``numba``) in counts, scatter
 fraction, spectra and axial profiles, within statistics (5 standard deviations; chi-square
 p > 1e-4), as ``tests/test_simulate_numba.py`` checks the CPU engine against the numpy one.
 """
+
+import os
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -84,6 +90,57 @@ def test_cuda_kernel_without_a_gpu_names_the_key():
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="simulation.kernel"):
         fast_cuda.CudaEngine(*_parts(configlib.validate({})))
+
+
+def test_cuda_engine_under_the_simulator_gives_the_cpu_decays_stream_by_stream(tmp_path):
+    """The GPU engine's kernels and host code, run by numba-cuda's simulator (tests/cudasim_chunk.py),
+    give, bit for bit, decay k of the chunk simulated on the CPU from stream k of the chunk's seed:
+    the slot slices, the rerun on overflow and the packing in decay order hold without a GPU."""
+    import cudasim_chunk as sim
+
+    from positrongan.simulate import fast_cuda
+
+    out = tmp_path / "chunk.npz"
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    run = subprocess.run([sys.executable, sim.__file__, str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    gpu = dict(np.load(out))
+
+    engine = fnb.NumbaEngine(*sim.engine_args())
+    times = sim.chunk_times()
+    seed = np.random.default_rng(sim.CHUNK_SEED).integers(0, np.iinfo(np.uint64).max, dtype=np.uint64, endpoint=True)
+    tables = fast_cuda.tables(engine)
+    s = np.empty(4, np.uint64)
+    cap = 64
+    event, t, energy = np.empty(cap, np.int64), np.empty(cap), np.empty(cap, np.float32)
+    pos, crystal, scat, src = (
+        np.empty((3, cap), np.float32),
+        np.empty(cap, np.int32),
+        np.empty(cap, np.int16),
+        np.empty((3, cap), np.float32),
+    )
+    ref = {k: [] for k in gpu if k != "slots"}
+    for k in range(times.size):
+        fnb._seed_stream(np.uint64(seed), k, s)
+        n = fnb._simulate_chunk(
+            times[k : k + 1], sim.FIRST_EVENT + k, *tables, s,
+            engine.h_cry, engine.h_dep, engine.h_pos, engine.h_path, engine.h_nsc,
+            event, t, energy, pos, crystal, scat, src, 0,
+        )  # fmt: skip
+        assert n <= cap
+        for name, col in (("EventID", event), ("GlobalTime", t), ("TotalEnergyDeposit", energy),
+                          ("CrystalID", crystal), ("PhantomScatters", scat)):  # fmt: skip
+            ref[name].append(col[:n].copy())
+        for r, axis in enumerate("XYZ"):
+            ref[f"PostPosition_{axis}"].append(pos[r, :n].copy())
+            ref[f"SourcePosition_{axis}"].append(src[r, :n].copy())
+    ref = {k: np.concatenate(v) for k, v in ref.items()}
+
+    per_decay = np.bincount(gpu["EventID"] - sim.FIRST_EVENT)
+    assert per_decay.max() > gpu["slots"]  # some decays overflowed their slots: the rerun ran
+    assert ref["EventID"].size > sim.DECAYS  # singles from most decays, not an empty chunk
+    for name, col in ref.items():
+        assert gpu[name].dtype == col.dtype and np.array_equal(gpu[name], col), name
 
 
 # ---- on a GPU -------------------------------------------------------------------------------------

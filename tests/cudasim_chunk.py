@@ -1,0 +1,63 @@
+"""Run one chunk of the GPU engine under numba-cuda's simulator and save its singles (an .npz).
+
+Usage: NUMBA_ENABLE_CUDASIM=1 python tests/cudasim_chunk.py OUT.npz
+
+Run by ``tests/test_simulate_cuda.py`` in a process of its own (the simulator must be switched on
+before numba.cuda is imported). The simulator runs the kernels' Python bodies, one thread per
+decay, on the CPU; the decay itself stays the CPU's compiled ``_simulate_chunk`` (the same
+``_decays`` source). The simulator hands kernels its own array objects, which a compiled
+function cannot take, so ``_decays`` is swapped for a call that passes the arrays under them:
+everything else (the per-decay streams, the slot slices, the rerun on overflow, the cumulative
+offsets and the pack kernel) runs as :mod:`positrongan.simulate.fast_cuda` wrote it.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+from positrongan import config as configlib
+from positrongan.geometry.scanner import Scanner
+from positrongan.simulate import fast_cuda
+from positrongan.simulate import fast_numba as fnb
+from positrongan.simulate.driver import draw_phantom
+from positrongan.simulate.settings import Acquisition, Digitizer
+
+# The chunk the test rebuilds decay by decay: a window from 50 keV, so that decays can leave more
+# singles than the kernel's slots and the chunk reruns with more.
+WINDOW_KEV = [50, 750]
+DECAYS = 1500
+FIRST_EVENT = 1000
+TIMES_SEED = 0
+CHUNK_SEED = 1
+
+
+def chunk_times() -> np.ndarray:
+    return np.sort(np.random.default_rng(TIMES_SEED).uniform(0, 1e8, DECAYS))
+
+
+def engine_args() -> tuple:
+    cfg = configlib.validate({"digitizer": {"energy_window_kev": WINDOW_KEV}})
+    return (
+        draw_phantom(cfg, "scan_000"),
+        Scanner.from_config(cfg["scanner"]),
+        Digitizer.from_config(cfg["digitizer"]),
+        Acquisition.from_config(cfg),
+    )
+
+
+def _host_decays(*args):
+    return fnb._simulate_chunk(*(getattr(a, "_ary", a) for a in args))
+
+
+def main(out: str) -> None:
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        sys.exit("cudasim_chunk.py: set NUMBA_ENABLE_CUDASIM=1 (numba-cuda's simulator)")
+    fnb._decays = _host_decays  # the kernel looks it up at each call: see the module docstring
+    engine = fast_cuda.CudaEngine(*engine_args())
+    cols = engine.simulate_chunk(chunk_times(), FIRST_EVENT, np.random.default_rng(CHUNK_SEED))
+    np.savez(out, slots=fast_cuda.SLOTS, **cols)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
