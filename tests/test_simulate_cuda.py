@@ -4,13 +4,15 @@ Everywhere: splitmix64 seeds each decay's xoshiro256+ stream with the reference 
 published outputs; the kernels compile to PTX (so a change to the shared decay that the GPU
 cannot compile fails here, on a machine without one); and numba-cuda's simulator runs the
 kernels and the host code on the CPU, decay for decay the CPU's decays from each decay's stream
-(so a change to the slots, the rerun on overflow or the packing fails here too). On a GPU (marker ``gpu``): a seeded
+(so a change to the slots, the rerun on overflow or the packing fails here too), and a whole
+``cuda`` scan through the driver, with the CPU engine's counts. On a GPU (marker ``gpu``): a seeded
 scan gives the same file twice; a chunk whose decays overflow their slots gives the singles of
 a run with room to spare; and scans agree with the CPU engine (``numba``) in counts, scatter
 fraction, spectra and axial profiles, within statistics (5 standard deviations; chi-square
 p > 1e-4), as ``tests/test_simulate_numba.py`` checks the CPU engine against the numpy one.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -92,18 +94,27 @@ def test_cuda_kernel_without_a_gpu_names_the_key():
         fast_cuda.CudaEngine(*_parts(configlib.validate({})))
 
 
+def _cudasim(mode, out):
+    """Run tests/cudasim.py (numba-cuda's simulator) in a process of its own."""
+    import cudasim
+
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    run = subprocess.run(
+        [sys.executable, cudasim.__file__, mode, str(out)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
 def test_cuda_engine_under_the_simulator_gives_the_cpu_decays_stream_by_stream(tmp_path):
-    """The GPU engine's kernels and host code, run by numba-cuda's simulator (tests/cudasim_chunk.py),
+    """The GPU engine's kernels and host code, run by numba-cuda's simulator (tests/cudasim.py),
     give, bit for bit, decay k of the chunk simulated on the CPU from stream k of the chunk's seed:
     the slot slices, the rerun on overflow and the packing in decay order hold without a GPU."""
-    import cudasim_chunk as sim
+    import cudasim as sim
 
     from positrongan.simulate import fast_cuda
 
     out = tmp_path / "chunk.npz"
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    run = subprocess.run([sys.executable, sim.__file__, str(out)], env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    _cudasim("chunk", out)
     gpu = dict(np.load(out))
 
     engine = fnb.NumbaEngine(*sim.engine_args())
@@ -141,6 +152,24 @@ def test_cuda_engine_under_the_simulator_gives_the_cpu_decays_stream_by_stream(t
     assert ref["EventID"].size > sim.DECAYS  # singles from most decays, not an empty chunk
     for name, col in ref.items():
         assert gpu[name].dtype == col.dtype and np.array_equal(gpu[name], col), name
+
+
+def test_cuda_scan_under_the_simulator_runs_through_the_driver(tmp_path):
+    """``simulation.kernel: cuda`` for a whole scan (driver, sorting, coincidences, writing) under
+    the simulator: it writes its trees, and its counts per decay agree with a CPU-engine scan
+    within statistics (5 SD; 2e4 decays each, so only gross errors show)."""
+    import cudasim as sim
+
+    out = tmp_path / "cuda"
+    out.mkdir()
+    _cudasim("scan", out)
+    gpu = json.loads((out / "info.json").read_text())
+    cpu, _ = fast_scan(tmp_path, "numba", sim.SCAN_SEED + 1, decays=sim.SCAN_DECAYS)
+    assert gpu["prompts"] > 100 and gpu["delayed"] > 0
+    assert_same_rates(cpu, gpu)
+    root = out / f"cuda_{sim.SCAN_SEED}.root"
+    assert read_tree(root, "Coincidences", ["EventID1"])["EventID1"].size == gpu["prompts"]
+    assert read_tree(root, "Singles", ["EventID"])["EventID"].size == gpu["singles"]
 
 
 # ---- on a GPU -------------------------------------------------------------------------------------

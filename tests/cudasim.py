@@ -1,6 +1,8 @@
-"""Run one chunk of the GPU engine under numba-cuda's simulator and save its singles (an .npz).
+"""Run the GPU engine under numba-cuda's simulator: one chunk (its singles, an .npz) or one
+whole scan through the driver (``simulation.kernel: cuda``; its counts, a JSON beside the ROOT file).
 
-Usage: NUMBA_ENABLE_CUDASIM=1 python tests/cudasim_chunk.py OUT.npz
+Usage: NUMBA_ENABLE_CUDASIM=1 python tests/cudasim.py chunk OUT.npz
+       NUMBA_ENABLE_CUDASIM=1 python tests/cudasim.py scan DIR
 
 Run by ``tests/test_simulate_cuda.py`` in a process of its own (the simulator must be switched on
 before numba.cuda is imported). The simulator runs the kernels' Python bodies, one thread per
@@ -8,11 +10,13 @@ decay, on the CPU; the decay itself stays the CPU's compiled ``_simulate_chunk``
 ``_decays`` source). The simulator hands kernels its own array objects, which a compiled
 function cannot take, so ``_decays`` is swapped for a call that passes the arrays under them:
 everything else (the per-decay streams, the slot slices, the rerun on overflow, the cumulative
-offsets and the pack kernel) runs as :mod:`positrongan.simulate.fast_cuda` wrote it.
+offsets, the pack kernel and, for a scan, the driver) runs as the package wrote it.
 """
 
+import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +34,9 @@ DECAYS = 1500
 FIRST_EVENT = 1000
 TIMES_SEED = 0
 CHUNK_SEED = 1
+# The whole scan, which the test sets against a CPU-engine scan of as many decays.
+SCAN_DECAYS = 20_000
+SCAN_SEED = 3
 
 
 def chunk_times() -> np.ndarray:
@@ -50,14 +57,22 @@ def _host_decays(*args):
     return fnb._simulate_chunk(*(getattr(a, "_ary", a) for a in args))
 
 
-def main(out: str) -> None:
+def main(mode: str, out: str) -> None:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        sys.exit("cudasim_chunk.py: set NUMBA_ENABLE_CUDASIM=1 (numba-cuda's simulator)")
+        sys.exit("cudasim.py: set NUMBA_ENABLE_CUDASIM=1 (numba-cuda's simulator)")
     fnb._decays = _host_decays  # the kernel looks it up at each call: see the module docstring
-    engine = fast_cuda.CudaEngine(*engine_args())
-    cols = engine.simulate_chunk(chunk_times(), FIRST_EVENT, np.random.default_rng(CHUNK_SEED))
-    np.savez(out, slots=fast_cuda.SLOTS, **cols)
+    if mode == "chunk":
+        engine = fast_cuda.CudaEngine(*engine_args())
+        cols = engine.simulate_chunk(chunk_times(), FIRST_EVENT, np.random.default_rng(CHUNK_SEED))
+        np.savez(out, slots=fast_cuda.SLOTS, **cols)
+    elif mode == "scan":
+        from helpers import fast_scan
+
+        info, _ = fast_scan(Path(out), "cuda", SCAN_SEED, decays=SCAN_DECAYS)
+        (Path(out) / "info.json").write_text(json.dumps(info))
+    else:
+        sys.exit(f"cudasim.py: mode {mode!r} is neither chunk nor scan")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])
