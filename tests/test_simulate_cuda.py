@@ -122,31 +122,22 @@ def test_cuda_engine_under_the_simulator_gives_the_cpu_decays_stream_by_stream(t
     seed = np.random.default_rng(sim.CHUNK_SEED).integers(0, np.iinfo(np.uint64).max, dtype=np.uint64, endpoint=True)
     tables = fast_cuda.tables(engine)
     s = np.empty(4, np.uint64)
-    cap = 64
-    event, t, energy = np.empty(cap, np.int64), np.empty(cap), np.empty(cap, np.float32)
-    pos, crystal, scat, src = (
-        np.empty((3, cap), np.float32),
-        np.empty(cap, np.int32),
-        np.empty(cap, np.int16),
-        np.empty((3, cap), np.float32),
-    )
-    ref = {k: [] for k in gpu if k != "slots"}
+    # The kernel's output columns, in its order (fast_cuda.COLUMNS), with room for any decay.
+    cols = [np.empty((rows, 64) if rows > 1 else 64, dt) for _, dt, rows in fast_cuda.COLUMNS]
+    parts = []
     for k in range(times.size):
-        fnb._seed_stream(np.uint64(seed), k, s)
+        fnb._seed_stream(seed, k, s)
         n = fnb._simulate_chunk(
             times[k : k + 1], sim.FIRST_EVENT + k, *tables, s,
-            engine.h_cry, engine.h_dep, engine.h_pos, engine.h_path, engine.h_nsc,
-            event, t, energy, pos, crystal, scat, src, 0,
+            engine.h_cry, engine.h_dep, engine.h_pos, engine.h_path, engine.h_nsc, *cols, 0,
         )  # fmt: skip
-        assert n <= cap
-        for name, col in (("EventID", event), ("GlobalTime", t), ("TotalEnergyDeposit", energy),
-                          ("CrystalID", crystal), ("PhantomScatters", scat)):  # fmt: skip
-            ref[name].append(col[:n].copy())
-        for r, axis in enumerate("XYZ"):
-            ref[f"PostPosition_{axis}"].append(pos[r, :n].copy())
-            ref[f"SourcePosition_{axis}"].append(src[r, :n].copy())
-    ref = {k: np.concatenate(v) for k, v in ref.items()}
+        assert n <= 64
+        parts.append([c[..., :n].copy() for c in cols])
+    ref = {}
+    for (name, _, rows), col in zip(fast_cuda.COLUMNS, (np.concatenate(p, axis=-1) for p in zip(*parts))):
+        ref.update({name: col} if rows == 1 else {f"{name}_{a}": col[r] for r, a in enumerate("XYZ")})
 
+    assert set(ref) == set(gpu) - {"slots"}
     per_decay = np.bincount(gpu["EventID"] - sim.FIRST_EVENT)
     assert per_decay.max() > gpu["slots"]  # some decays overflowed their slots: the rerun ran
     assert ref["EventID"].size > sim.DECAYS  # singles from most decays, not an empty chunk
