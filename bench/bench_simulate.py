@@ -49,19 +49,10 @@ def _cfg(sim: dict | None = None, **phantom):
 
 
 def engine_throughput(kernel: str, n_decays: int) -> dict:
-    from positrongan.geometry.scanner import Scanner
-    from positrongan.simulate.driver import draw_phantom, make_engine
-    from positrongan.simulate.settings import Acquisition, Digitizer
+    from positrongan.simulate.driver import draw_phantom, engine_parts, make_engine
 
     cfg = _cfg({"kernel": kernel})
-    tube = draw_phantom(cfg, "scan_000")
-    eng = make_engine(
-        kernel,
-        tube,
-        Scanner.from_config(cfg["scanner"]),
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(cfg),
-    )
+    eng = make_engine(kernel, *engine_parts(cfg, draw_phantom(cfg, "scan_000")))
     rng = np.random.default_rng(0)
     chunk = cfg["simulation"]["chunk_decays"]
     times = np.sort(rng.uniform(0, 1e9, n_decays))
@@ -124,19 +115,10 @@ def child_scan(n_decays: int, sim: dict) -> dict:
 
 def child_compile() -> dict:
     """Compile the numba kernels into an empty cache (run with NUMBA_CACHE_DIR set), then load them."""
-    from positrongan.geometry.scanner import Scanner
-    from positrongan.simulate.driver import draw_phantom, make_engine
-    from positrongan.simulate.settings import Acquisition, Digitizer
+    from positrongan.simulate.driver import draw_phantom, engine_parts, make_engine
 
     cfg = _cfg({"kernel": "numba"})
-    tube = draw_phantom(cfg, "scan_000")
-    eng = make_engine(
-        "numba",
-        tube,
-        Scanner.from_config(cfg["scanner"]),
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(cfg),
-    )
+    eng = make_engine("numba", *engine_parts(cfg, draw_phantom(cfg, "scan_000")))
     c0 = time.process_time()
     eng.compile()
     return {"compile_cpu_s": time.process_time() - c0}

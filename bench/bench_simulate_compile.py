@@ -34,18 +34,11 @@ def child(config: str) -> dict:
     import time
 
     from positrongan import config as configlib
-    from positrongan.geometry.scanner import Scanner
     from positrongan.simulate import fast_numba
-    from positrongan.simulate.driver import draw_phantom
-    from positrongan.simulate.settings import Acquisition, Digitizer
+    from positrongan.simulate.driver import draw_phantom, engine_parts
 
     cfg = configlib.load([config], overrides=["simulation.engine=fast"])
-    engine = fast_numba.NumbaEngine(
-        draw_phantom(cfg, "scan_000"),
-        Scanner.from_config(cfg["scanner"]),
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(cfg),
-    )
+    engine = fast_numba.NumbaEngine(*engine_parts(cfg, draw_phantom(cfg, "scan_000")))
     t0 = time.process_time()
     engine.compile()
     out = {

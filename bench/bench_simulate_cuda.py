@@ -34,16 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _engines(cfg, kernels=("numba", "cuda")):
-    from positrongan.geometry.scanner import Scanner
-    from positrongan.simulate.driver import draw_phantom, make_engine
-    from positrongan.simulate.settings import Acquisition, Digitizer
+    from positrongan.simulate.driver import draw_phantom, engine_parts, make_engine
 
-    parts = (
-        draw_phantom(cfg, "scan_000"),
-        Scanner.from_config(cfg["scanner"]),
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(cfg),
-    )
+    parts = engine_parts(cfg, draw_phantom(cfg, "scan_000"))
     return {k: make_engine(k, *parts) for k in kernels}
 
 

@@ -91,15 +91,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from positrongan import config as configlib
-    from positrongan.geometry.scanner import Scanner
-    from positrongan.simulate.driver import draw_phantom
-    from positrongan.simulate.settings import Acquisition, Digitizer
+    from positrongan.simulate.driver import draw_phantom, engine_parts
 
     cfg = configlib.load([args.config], overrides=["simulation.engine=fast", *args.set])
-    tube = draw_phantom(cfg, "scan_000")
-    eng = fnb.NumbaEngine(
-        tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
-    )
+    eng = fnb.NumbaEngine(*engine_parts(cfg, draw_phantom(cfg, "scan_000")))
     eng.compile()
     n = int(args.decays)
     rng = np.random.default_rng(0)

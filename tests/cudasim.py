@@ -21,11 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from positrongan import config as configlib
-from positrongan.geometry.scanner import Scanner
 from positrongan.simulate import fast_cuda
 from positrongan.simulate import fast_numba as fnb
-from positrongan.simulate.driver import draw_phantom
-from positrongan.simulate.settings import Acquisition, Digitizer
+from positrongan.simulate.driver import draw_phantom, engine_parts
 
 # The chunk the test rebuilds decay by decay: a window from 50 keV, so that decays can leave more
 # singles than the kernel's slots and the chunk reruns with more.
@@ -45,12 +43,7 @@ def chunk_times() -> np.ndarray:
 
 def engine_args() -> tuple:
     cfg = configlib.validate({"digitizer": {"energy_window_kev": WINDOW_KEV}})
-    return (
-        draw_phantom(cfg, "scan_000"),
-        Scanner.from_config(cfg["scanner"]),
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(cfg),
-    )
+    return engine_parts(cfg, draw_phantom(cfg, "scan_000"))
 
 
 def _host_decays(*args):

@@ -11,7 +11,7 @@ from scipy import stats
 from positrongan.cli import main
 from positrongan.config import validate
 from positrongan.io import save_npz
-from positrongan.simulate.driver import draw_phantom, run_scan
+from positrongan.simulate.driver import draw_phantom, engine_parts, make_engine, run_scan
 from positrongan.train.loop import Outputs
 
 
@@ -126,6 +126,13 @@ def uniform_tube(**overrides):
         deposit_material="CaCO3",
     )
     return TubePhantom(**{**args, **overrides})
+
+
+def ring_engine(kernel, tube, **sections):
+    """The fast engine (``kernel``: numba | numpy) of ``tube`` in a small scanner (96 crystals x 8
+    rings); ``sections`` replace config sections (``simulation={...}``)."""
+    cfg = validate({"scanner": {"crystals_per_ring": 96, "rings": 8}, **sections})
+    return make_engine(kernel, *engine_parts(cfg, tube))
 
 
 def radial_photons(n, radius, rng):

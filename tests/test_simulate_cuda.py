@@ -25,11 +25,9 @@ from helpers import assert_same_rates, fast_scan, two_sample_chi2
 
 from positrongan import config as configlib
 from positrongan.errors import ConfigError
-from positrongan.geometry.scanner import Scanner
 from positrongan.rootfile import read_tree
 from positrongan.simulate import fast_numba as fnb
-from positrongan.simulate.driver import draw_phantom
-from positrongan.simulate.settings import Acquisition, Digitizer
+from positrongan.simulate.driver import draw_phantom, engine_parts
 
 # splitmix64 from state 1234567: the first five outputs of Vigna's reference C implementation.
 SPLITMIX_1234567 = [
@@ -63,12 +61,7 @@ def test_decay_streams_are_consecutive_splitmix64_outputs():
 
 
 def _parts(cfg):
-    return (
-        draw_phantom(cfg, "scan_000"),
-        Scanner.from_config(cfg["scanner"]),
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(cfg),
-    )
+    return engine_parts(cfg, draw_phantom(cfg, "scan_000"))
 
 
 def test_kernels_compile_to_ptx_for_hopper():

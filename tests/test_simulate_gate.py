@@ -16,8 +16,7 @@ from positrongan.errors import ConfigError
 from positrongan.geometry.scanner import Scanner
 from positrongan.rootfile import read_tree
 from positrongan.simulate import gate
-from positrongan.simulate.driver import draw_phantom, resolve_engine, run_scan, simulate_scan
-from positrongan.simulate.settings import Acquisition, Digitizer
+from positrongan.simulate.driver import draw_phantom, engine_parts, resolve_engine, run_scan, simulate_scan
 
 HAS_OPENGATE = importlib.util.find_spec("opengate") is not None
 needs_opengate = pytest.mark.skipif(
@@ -51,10 +50,7 @@ def _cfg(**over):
 
 def _build(cfg, tube, workdir):
     return gate.build_simulation(
-        tube,
-        Scanner.from_config(cfg["scanner"]),
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(cfg),
+        *engine_parts(cfg, tube),
         derived_seed(cfg, "gate", "scan_000"),
         workdir,
         require_data=False,
@@ -191,12 +187,7 @@ def _fast_values(cfg, tube):
     from positrongan.simulate import fast_numba as fnb
     from positrongan.simulate.fast import FastEngine
 
-    args = (
-        tube,
-        Scanner.from_config(cfg["scanner"]),
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(cfg),
-    )
+    args = engine_parts(cfg, tube)
     numba, numpy_ = fnb.NumbaEngine(*args), FastEngine(*args)
     pp, d = numba.pp, numpy_.digitizer
     assert numpy_.digitizer is args[2]  # the reference reads every key from the typed settings

@@ -19,7 +19,7 @@ from positrongan.errors import ConfigError
 from positrongan.geometry.scanner import Scanner
 from positrongan.rootfile import read_tree
 from positrongan.simulate import lyso
-from positrongan.simulate.driver import draw_phantom, run_scan
+from positrongan.simulate.driver import draw_phantom, engine_parts, run_scan
 from positrongan.simulate.settings import Acquisition, Digitizer
 
 SMALL = {
@@ -261,13 +261,10 @@ def test_gate_scene_has_confined_lu176_sources_with_the_background_activity(tmp_
     from positrongan.simulate import gate
 
     cfg = _cfg(simulation={"lyso_background": True})
-    sc = Scanner.from_config(cfg["scanner"])
-    acq = Acquisition.from_config(cfg)
+    parts = engine_parts(cfg, draw_phantom(cfg, "scan_000"))
+    sc, acq = parts[1], parts[3]
     sim, _, _ = gate.build_simulation(
-        draw_phantom(cfg, "scan_000"),
-        sc,
-        Digitizer.from_config(cfg["digitizer"]),
-        acq,
+        *parts,
         derived_seed(cfg, "gate", "scan_000"),
         tmp_path,
         require_data=False,
@@ -295,10 +292,7 @@ def test_gate_scene_has_confined_lu176_sources_with_the_background_activity(tmp_
     assert sim.physics_manager.enable_decay
     # Off: no ion source, decay stays off.
     sim2, _, _ = gate.build_simulation(
-        draw_phantom(cfg, "scan_000"),
-        sc,
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(_cfg()),
+        *engine_parts(_cfg(), parts[0], sc),
         1,
         tmp_path / "off",
         require_data=False,

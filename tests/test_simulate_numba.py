@@ -20,17 +20,15 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from helpers import assert_same_rates, fast_scan, radial_photons, two_sample_chi2, uniform_tube
+from helpers import assert_same_rates, fast_scan, radial_photons, ring_engine, two_sample_chi2, uniform_tube
 
 from positrongan import config as configlib
 from positrongan.coincidences import POLICIES, StreamSorter, apply_policy, sorted_pairs, window_pairs
 from positrongan.geometry.phantom import TubePhantom
-from positrongan.geometry.scanner import Scanner
 from positrongan.rootfile import read_tree
 from positrongan.simulate import fast_numba as fnb
 from positrongan.simulate import materials as mat
 from positrongan.simulate.crystals import BoxRing, next_box
-from positrongan.simulate.settings import Acquisition, Digitizer
 
 
 def _uniform_tube(**overrides):
@@ -39,16 +37,7 @@ def _uniform_tube(**overrides):
 
 
 def _engine(tube, phantom=None, **sim):
-    cfg = configlib.validate(
-        {
-            "simulation": {"max_scatter_orders": 0, **sim},
-            "phantom": phantom or {},
-            "scanner": {"crystals_per_ring": 96, "rings": 8},
-        }
-    )
-    return fnb.NumbaEngine(
-        tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
-    )
+    return ring_engine("numba", tube, simulation={"max_scatter_orders": 0, **sim}, phantom=phantom or {})
 
 
 def test_compiled_classifier_equals_the_phantom_point_for_point():

@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from helpers import radial_photons, uniform_tube
+from helpers import radial_photons, ring_engine, uniform_tube
 
-from positrongan import config as configlib
-from positrongan.geometry.scanner import Scanner
 from positrongan.simulate import materials as mat
-from positrongan.simulate.fast import FastEngine
-from positrongan.simulate.settings import Acquisition, Digitizer
 
 
 def test_attenuation_coefficients_match_nist_xcom_at_511_kev():
@@ -85,12 +81,7 @@ def test_rotation_keeps_the_requested_angle_and_unit_length():
 
 
 def _engine(tube, **sim):
-    cfg = configlib.validate(
-        {"simulation": {"max_scatter_orders": 0, **sim}, "scanner": {"crystals_per_ring": 96, "rings": 8}}
-    )
-    return FastEngine(
-        tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
-    )
+    return ring_engine("numpy", tube, simulation={"max_scatter_orders": 0, **sim})
 
 
 @pytest.mark.parametrize("start", ["inner_surface", "centre"])
@@ -137,11 +128,7 @@ def test_acollinearity_has_the_configured_fwhm():
 
 
 def test_positron_range_displaces_annihilations_by_the_f18_mean_range():
-    tube = uniform_tube()
-    cfg = configlib.validate({"phantom": {"positron_range": True}, "scanner": {"crystals_per_ring": 96, "rings": 8}})
-    eng = FastEngine(
-        tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
-    )
+    eng = ring_engine("numpy", uniform_tube(), phantom={"positron_range": True})
     rng = np.random.default_rng(12)
     n = 40_000
     src, ph = eng.emit(np.zeros(n), rng)

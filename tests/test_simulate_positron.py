@@ -6,15 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from helpers import uniform_tube
+from helpers import ring_engine, uniform_tube
 
-from positrongan import config as configlib
 from positrongan.geometry.phantom import AIR, FLUID, WALL
-from positrongan.geometry.scanner import Scanner
-from positrongan.simulate import fast_numba as fnb
 from positrongan.simulate import materials as mat
 from positrongan.simulate import positron
-from positrongan.simulate.settings import Acquisition, Digitizer
 
 
 def _profile_widths(x):
@@ -49,13 +45,6 @@ def test_f18_range_in_water_has_the_published_fwhm_fwtm_and_mean():
     assert positron.MEAN_RANGE_MM == pytest.approx(r.mean(), rel=0.01)
 
 
-def _numba_engine(tube):
-    cfg = configlib.validate({"scanner": {"crystals_per_ring": 96, "rings": 8}})
-    return fnb.NumbaEngine(
-        tube, Scanner.from_config(cfg["scanner"]), Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
-    )
-
-
 @pytest.mark.parametrize("kernel", ["numpy", "numba"])
 def test_positrons_reaching_the_wall_stop_in_it_at_the_density_scaled_depth(kernel):
     # A circular tube of inner radius 27 mm; positrons emitted on the fluid side of the inner wall
@@ -71,7 +60,7 @@ def test_positrons_reaching_the_wall_stop_in_it_at_the_density_scaled_depth(kern
     if kernel == "numpy":
         ann = positron.annihilation_points(src, tube, rng, dens)
     else:
-        ann = _numba_engine(tube).annihilation_points(src, rng)
+        ann = ring_engine("numba", tube).annihilation_points(src, rng)
     m = tube.classify(ann[:, 0], ann[:, 1], ann[:, 2])
     assert not np.any(m == AIR)  # none leaves the tube
     in_wall = m == WALL

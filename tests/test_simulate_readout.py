@@ -18,7 +18,7 @@ from positrongan.simulate import materials as mat
 from positrongan.simulate.crystals import BoxRing, next_box
 from positrongan.simulate.fast import MAX_CRYSTAL_INTERACTIONS, FastEngine
 from positrongan.simulate.gate import crystal_box_mm
-from positrongan.simulate.settings import Acquisition, Digitizer
+from positrongan.simulate.driver import draw_phantom, engine_parts, make_engine
 
 from helpers import uniform_tube
 
@@ -117,8 +117,7 @@ def _summary(photon, crystal, edep, n):
 
 
 def _engine_deposits(u, sc, rng):
-    cfg = configlib.validate({})
-    eng = FastEngine(uniform_tube(), sc, Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg))
+    eng = FastEngine(*engine_parts(configlib.validate({}), uniform_tube(), sc))
     n = u.shape[0]
     st = np.zeros((10, n))
     st[3:6] = u.T
@@ -168,8 +167,6 @@ def test_the_walk_finds_the_first_box_of_a_ray():
 
 
 def _kernel_singles(kernel, digitizer, seed, decays=60_000):
-    from positrongan.simulate.driver import draw_phantom, make_engine
-
     cfg = configlib.validate(
         {
             "seed": 0,
@@ -179,14 +176,9 @@ def _kernel_singles(kernel, digitizer, seed, decays=60_000):
             "simulation": {"chunk_decays": 30_000},
         }
     )
-    sc = Scanner.from_config(cfg["scanner"])
-    eng = make_engine(
-        kernel,
-        draw_phantom(cfg, "scan_000"),
-        sc,
-        Digitizer.from_config(cfg["digitizer"]),
-        Acquisition.from_config(cfg),
-    )
+    parts = engine_parts(cfg, draw_phantom(cfg, "scan_000"))
+    sc = parts[1]
+    eng = make_engine(kernel, *parts)
     n, parts = 0, []
     for singles, _, k in eng.chunks(np.random.default_rng(seed)):
         n += k

@@ -83,14 +83,11 @@ def simulate_trues(
         (CrystalID1, CrystalID2, counts and timings).
     """
     from ..coincidences import StreamSorter
-    from ..simulate.driver import empty_singles, make_engine
-    from ..simulate.settings import Acquisition, Digitizer
+    from ..simulate.driver import empty_singles, engine_parts, make_engine
 
-    digitizer = Digitizer.from_config(cfg["digitizer"])
+    _, _, digitizer, acq = engine_parts(cfg, source, scanner)
     activity = float(cfg["phantom"]["activity_bq"])
-    acq = replace(
-        Acquisition.from_config(cfg), positron_range=False, activity_bq=activity, acquisition_s=decays / activity
-    )
+    acq = replace(acq, positron_range=False, activity_bq=activity, acquisition_s=decays / activity)
     if "lyso_activity_bq" in {f.name for f in fields(acq)}:
         # No crystal background: a 176Lu decay's beta and gamma can make a "true" pair of their own.
         acq = replace(acq, lyso_activity_bq=0.0)

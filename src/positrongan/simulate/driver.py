@@ -60,6 +60,15 @@ def resolve_engine(sim_cfg: Mapping) -> str:
     return "fast"
 
 
+def engine_parts(
+    cfg: Mapping, tube: TubePhantom, scanner: Scanner | None = None
+) -> tuple[TubePhantom, Scanner, Digitizer, Acquisition]:
+    """What every engine is built from, in its constructor's order: the phantom, and the typed
+    scanner (unless given), digitizer and acquisition of a validated config."""
+    scanner = scanner if scanner is not None else Scanner.from_config(cfg["scanner"])
+    return tube, scanner, Digitizer.from_config(cfg["digitizer"]), Acquisition.from_config(cfg)
+
+
 def make_engine(kernel: str, tube: TubePhantom, scanner: Scanner, digitizer: Digitizer, acquisition: Acquisition):
     """The fast engine with the ``simulation.kernel`` implementation: ``numba`` (compiled, the
     default), ``numpy`` (the vectorised reference) or ``cuda`` (the numba engine's decay on a GPU)."""
@@ -242,15 +251,14 @@ def run_scan(
     Returns:
         Counts and timings for the scan's JSON.
     """
-    scanner = scanner if scanner is not None else Scanner.from_config(cfg["scanner"])
-    digitizer = Digitizer.from_config(cfg["digitizer"])
-    acquisition = Acquisition.from_config(cfg)
+    parts = engine_parts(cfg, tube, scanner)
+    digitizer, acquisition = parts[2:]
     sim = cfg["simulation"]
     if engine_name == "gate":
         seed = derived_seed(cfg, "gate", scan)
-        engine = gate.GateEngine(tube, scanner, digitizer, acquisition, seed, Path(root_path).parent)
+        engine = gate.GateEngine(*parts, seed, Path(root_path).parent)
     else:
-        engine = make_engine(sim["kernel"], tube, scanner, digitizer, acquisition)
+        engine = make_engine(sim["kernel"], *parts)
     return run_engine(
         engine,
         scan,
