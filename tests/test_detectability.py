@@ -11,7 +11,14 @@ from scipy import stats
 
 from positrongan.cli import main
 from positrongan.recon.detectability import from_json, score_defects, section_polar, to_json, wall_search
-from positrongan.report.detectability import collect, format_median, in_target_population, median_ci95, summary
+from positrongan.report.detectability import (
+    collect,
+    format_found,
+    format_median,
+    in_target_population,
+    median_ci95,
+    summary,
+)
 
 G, PLANES = 64, 6
 MU_WATER, MU_AL = 0.0096, 0.0226
@@ -231,6 +238,8 @@ def test_summary_gives_the_median_interval_or_says_there_is_none():
     # Found along the wall: counted over the target population that the search scored.
     rows[0]["search_found"], rows[1]["search_found"], rows[2]["search_found"] = 1.0, 0.0, float("nan")
     assert (summary(rows)["crack"]["searched"], summary(rows)["crack"]["found"]) == (2, 1)
+    assert format_found(summary(rows)["crack"], "; ") == "; found along the wall: 1 of 2"
+    assert format_found(summary(rows)["blockage"], "; ") == ""  # no type the search looks for
 
 
 def test_detectability_command_writes_every_defect(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..report.detectability import collect, format_median, plot, summary, write_csv
+from ..report.detectability import collect, format_found, format_median, plot, summary, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
     write_csv(args.csv, rows)
     log.info("wrote %s: %d defects in %d scans", args.csv, len(rows), len({r["scan"] for r in rows}))
     for t, s in summary(rows).items():
-        found = f"; found along the wall: {s['found']} of {s['searched']}" if s["searched"] else ""
         log.info(
             "%s: %d defects; target population N=%d, CNR %s (target %g), median CRC %.3f%s",
             t,
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace, cfg: dict) -> None:
             format_median(s),
             s["target"],
             s["median_crc"],
-            found,
+            format_found(s, "; "),
         )
     if args.png:
         plot(args.png, rows, f"detectability of {len(rows)} defects in {len({r['scan'] for r in rows})} scans")

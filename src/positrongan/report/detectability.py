@@ -109,6 +109,12 @@ def format_median(s: dict) -> str:
     return f"median {s['median_cnr']:.2f}, {ci}"
 
 
+def format_found(s: dict, lead: str = "") -> str:
+    """One type's wall-search result as text after ``lead`` (``found along the wall: 4 of 5``);
+    empty for the types the search does not look for (blockages and bubbles)."""
+    return f"{lead}found along the wall: {s['found']} of {s['searched']}" if s["searched"] else ""
+
+
 def plot(path: str | Path, rows: list[dict], title: str) -> None:
     """CNR against defect size, one panel per type, the target as a dashed line over the sizes
     it applies to; NaN rows (defect unresolved at the dataset scale) are counted in the title."""
@@ -138,7 +144,7 @@ def plot(path: str | Path, rows: list[dict], title: str) -> None:
         ax.set_title(
             f"{t}: N={len(mine)} ({len(mine) - len(ok)} unresolved)\n"
             f"target population N={s['n_target']}\nCNR {format_median(s)}"
-            + (f"\nfound along the wall: {s['found']} of {s['searched']}" if s["searched"] else ""),
+            + format_found(s, "\n"),
             fontsize=8,
         )
         ax.set_xlabel(f"{size_name} [mm]")
