@@ -97,11 +97,11 @@ def decoys(results: list[str], config: list[str], turns=(60, 120, 180, 240, 300)
             truth = load_truth(folder / "truth" / path.name, grid)
             defects = det.defect_list(truth)
             image = load_npz(path, required=("image",))["image"]
-            image, act, mu, index = det._at_dataset_scale(
+            image, act, mu, index = det.at_dataset_scale(
                 image, truth["activity"], truth["mu"], truth["defect_index"], size, planes_per_slice
             )
             hot = np.isin(index, [k + 1 for k, d in enumerate(defects) if d["type"] in det.HOT])
-            intact = (act <= 1.0 - det.PURE) & (mu >= det.WALL_MU_PER_MM) & (index == 0)
+            intact = det.intact_wall(act, mu, index)
             for k, d in enumerate(defects):
                 if not (
                     d["type"] == "crack" and in_target_population({"type": "crack", "size_mm": d["size"]["width_mm"]})
@@ -116,15 +116,15 @@ def decoys(results: list[str], config: list[str], turns=(60, 120, 180, 240, 300)
                     fake = np.zeros_like(hot)
                     for p, (phi, radius) in polar.items():
                         theta = azimuth[p] + turn
-                        fake[p] = intact[p] & (radius * det._angle_gap(phi, theta) <= 1.0)
-                        near = radius[hot[p]] * det._angle_gap(phi[hot[p]], theta)
+                        fake[p] = intact[p] & (radius * det.angle_gap(phi, theta) <= 1.0)
+                        near = radius[hot[p]] * det.angle_gap(phi[hot[p]], theta)
                         if near.size and near.min() <= 2 * clear_px:
                             fake[:] = False
                             break
                     if not fake.any():
                         continue
                     fake_index = np.where(fake, len(defects) + 1, index).astype(index.dtype)
-                    rows = det._search_scaled(
+                    rows = det.search_scaled(
                         image, act, mu, fake_index, defects + [{"type": "crack"}], det.SEARCH_WINDOW_PX
                     )
                     row = rows[-1]

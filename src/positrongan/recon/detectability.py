@@ -78,9 +78,9 @@ SEARCH_COLUMNS = {
 }
 
 
-def _at_dataset_scale(image, activity, mu, defect_index, image_size, slice_planes):
+def at_dataset_scale(image, activity, mu, defect_index, image_size, slice_planes):
     """(image as float64, activity over the fluid level, mu, defect index) at the dataset's slice
-    scale (the defect index resized by nearest neighbour)."""
+    scale (the defect index resized by nearest neighbour): the maps every score here reads."""
     shapes = {a.shape for a in (image, activity, mu, defect_index)}
     if len(shapes) != 1:
         raise ValueError(f"image, activity, mu and defect_index differ in shape: {sorted(shapes)}")
@@ -88,6 +88,12 @@ def _at_dataset_scale(image, activity, mu, defect_index, image_size, slice_plane
     image, activity, mu = (dataset_scale(v, size, slice_planes) for v in (image, activity, mu))
     act = activity / (float(activity.max()) or 1.0)
     return image.astype(np.float64), act, mu, resize_volume(defect_index, size, labels=True)
+
+
+def intact_wall(act: np.ndarray, mu: np.ndarray, defect_index: np.ndarray) -> np.ndarray:
+    """Pixels of wall and nothing else (no fluid in them, no defect), on maps at the dataset's
+    scale: the background of a crack or pit, and the wall search's null."""
+    return (act <= 1.0 - PURE) & (mu >= WALL_MU_PER_MM) & (defect_index == 0)
 
 
 def _disc(radius: int) -> np.ndarray:
@@ -129,7 +135,7 @@ def score_defects(
     """
     from scipy import ndimage
 
-    image, act, mu, defect_index = _at_dataset_scale(image, activity, mu, defect_index, image_size, slice_planes)
+    image, act, mu, defect_index = at_dataset_scale(image, activity, mu, defect_index, image_size, slice_planes)
     disc, edge = _disc(ring_px), _disc(edge_px)
     any_defect = defect_index > 0
     pure = (act >= PURE) & ~any_defect
@@ -144,7 +150,7 @@ def score_defects(
             core[p] = ndimage.binary_erosion(pure[p], structure=edge)
         near &= ~any_defect
         fluid = near & core
-        wall = near & (act <= 1.0 - PURE) & (mu >= WALL_MU_PER_MM)
+        wall = near & intact_wall(act, mu, defect_index)
         reference = wall if d["type"] in HOT else fluid
         row = {
             "defect": k,
@@ -178,7 +184,7 @@ def score_defects(
             if noise > 0:
                 row["cnr"] = float(c_img / noise)
         rows.append(row)
-    searched = _search_scaled(image, act, mu, defect_index, defects, SEARCH_WINDOW_PX) if search else []
+    searched = search_scaled(image, act, mu, defect_index, defects, SEARCH_WINDOW_PX) if search else []
     found = {f["defect"]: f for f in searched}
     for row in rows:
         f = found.get(row["defect"], {})
@@ -201,7 +207,7 @@ SEARCH_TREND_HARMONICS = 2
 SEARCH_CLEAR_WINDOWS = 1.5
 
 
-def _angle_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def angle_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|a - b| wrapped to [0, pi] (radians)."""
     return np.abs((a - b + np.pi) % (2.0 * np.pi) - np.pi)
 
@@ -209,7 +215,7 @@ def _angle_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _window_sums(phi: np.ndarray, radius: np.ndarray, values: np.ndarray, centres: np.ndarray, width: float):
     """Sum of ``values`` and number of pixels within ``width`` / 2 of arc (radius x angle) of each
     azimuth in ``centres``."""
-    inside = radius[None, :] * _angle_gap(phi[None, :], centres[:, None]) <= width / 2.0
+    inside = radius[None, :] * angle_gap(phi[None, :], centres[:, None]) <= width / 2.0
     return inside @ values, inside.sum(1)
 
 
@@ -256,8 +262,8 @@ def wall_search(
     windows in the pooled null: its arc / window), snr_length, found_length, snr_slice,
     found_slice.
     """
-    image, act, mu, defect_index = _at_dataset_scale(image, activity, mu, defect_index, image_size, slice_planes)
-    return _search_scaled(image, act, mu, defect_index, defects, window_px)
+    image, act, mu, defect_index = at_dataset_scale(image, activity, mu, defect_index, image_size, slice_planes)
+    return search_scaled(image, act, mu, defect_index, defects, window_px)
 
 
 def section_polar(activity: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -274,11 +280,11 @@ def section_polar(activity: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.
     return np.arctan2(yy - cy, xx - cx), np.hypot(yy - cy, xx - cx)
 
 
-def _search_scaled(image, act, mu, defect_index, defects, window_px):
-    """:func:`wall_search` on maps already at the dataset's scale."""
+def search_scaled(image, act, mu, defect_index, defects, window_px):
+    """:func:`wall_search` on maps already at the dataset's scale (:func:`at_dataset_scale`)."""
     hot_ids = [k + 1 for k, d in enumerate(defects) if d["type"] in HOT]
     hot_px = np.isin(defect_index, hot_ids)
-    intact = (act <= 1.0 - PURE) & (mu >= WALL_MU_PER_MM) & (defect_index == 0)
+    intact = intact_wall(act, mu, defect_index)
     band = intact | hot_px
     centres = np.deg2rad(np.arange(0.0, 360.0, SEARCH_STEP_DEG))
     geometry = {}
@@ -307,7 +313,7 @@ def _search_scaled(image, act, mu, defect_index, defects, window_px):
             phi, radius = geometry[p]
             # Null windows: centres clear of every hot defect's pixels here.
             others = hot_px[p]
-            gap = _angle_gap(phi[others][None, :], centres[:, None])
+            gap = angle_gap(phi[others][None, :], centres[:, None])
             clear = (radius[others][None, :] * gap).min(1) > SEARCH_CLEAR_WINDOWS * window_px
             sel = band[p]
             # Window sums at the null centres, the defect's azimuth here and along its length.
