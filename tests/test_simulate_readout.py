@@ -16,9 +16,9 @@ from positrongan import config as configlib
 from positrongan.geometry.scanner import Scanner
 from positrongan.simulate import materials as mat
 from positrongan.simulate.crystals import BoxRing, next_box
+from positrongan.simulate.driver import draw_phantom, engine_parts, make_engine
 from positrongan.simulate.fast import MAX_CRYSTAL_INTERACTIONS, FastEngine
 from positrongan.simulate.gate import crystal_box_mm
-from positrongan.simulate.driver import draw_phantom, engine_parts, make_engine
 
 from helpers import uniform_tube
 
@@ -176,9 +176,9 @@ def _kernel_singles(kernel, digitizer, seed, decays=60_000):
             "simulation": {"chunk_decays": 30_000},
         }
     )
-    parts = engine_parts(cfg, draw_phantom(cfg, "scan_000"))
-    sc = parts[1]
-    eng = make_engine(kernel, *parts)
+    args = engine_parts(cfg, draw_phantom(cfg, "scan_000"))
+    sc = args[1]
+    eng = make_engine(kernel, *args)
     n, parts = 0, []
     for singles, _, k in eng.chunks(np.random.default_rng(seed)):
         n += k
